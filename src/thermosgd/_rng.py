@@ -14,7 +14,7 @@ import math
 
 import numba as nb
 import numpy as np
-from numba import uint64
+from numba import int64, uint64
 
 _LAYERS = 256
 _R = 3.6541528853610088  # right edge of the base layer
@@ -62,14 +62,15 @@ def normal(s0, s1, s2, s3, zx, zr):
     while True:
         b, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
         i = np.int64(b & uint64(255))
-        u = (b >> uint64(11)) * (2.0 * _M53) - 1.0
+        # the top 53 bits fit an int64; signed conversion to double is one instruction
+        u = float(int64(b >> uint64(11))) * (2.0 * _M53) - 1.0
         if abs(u) < zr[i]:  # inside the layer's rectangle: ~99 % of draws
             return u * zx[i], s0, s1, s2, s3
         b, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
-        v = ((b >> uint64(11)) + 0.5) * _M53
+        v = (float(int64(b >> uint64(11))) + 0.5) * _M53
         if i == 0:  # the tail beyond R, Marsaglia's exponential rejection
             b, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
-            v2 = ((b >> uint64(11)) + 0.5) * _M53
+            v2 = (float(int64(b >> uint64(11))) + 0.5) * _M53
             x = math.log(v) / _R
             y = math.log(v2)
             if -2.0 * y >= x * x:

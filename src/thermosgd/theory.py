@@ -192,7 +192,8 @@ def _log_bessel_i(nu, kappa):
     nu, kappa = np.broadcast_arrays(np.asarray(nu, dtype=float), np.asarray(kappa, dtype=float))
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         scaled = special.ive(nu, kappa)
-        out = np.log(scaled) + kappa
+        # np.asarray: with 0-d inputs the sum is a NumPy scalar, which item assignment rejects.
+        out = np.asarray(np.log(scaled) + kappa)
         bad = ~np.isfinite(out) | (scaled <= 0)
         if np.any(bad):
             n, z = nu[bad], kappa[bad] / nu[bad]

@@ -1,0 +1,127 @@
+"""Reproduce the paper's isotropic-noise results (Figures 1, 3, 4; section 5, appendix E).
+
+``run_isotropic(out_dir, scale)`` simulates the three protocols over their grids and writes
+
+    DIR/<protocol>/stationary.csv   one row per grid point (see isotropic.simulate)
+    DIR/<protocol>/config.json      the config, package version and git revision
+    DIR/<protocol>/traces.npz       loss/radius logs (thinned) and entropy evaluations
+    DIR/<protocol>/figure.png       panels a-e of the paper's figure for that protocol
+    DIR/checks.json                 the V1-V4 numbers (analysis.isotropic_checks)
+    DIR/report.md                   the checks and figures
+
+A protocol whose outputs exist with the same config is not simulated again, so a killed run
+resumes at the protocol it was in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thermosgd import _io
+from thermosgd.analysis import isotropic_checks
+from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
+
+__all__ = ["SCALES", "isotropic_configs", "run_isotropic", "write_result"]
+
+KIND = "isotropic"
+_GRID = tuple(np.geomspace(1e-3, 1e-1, 17))
+_RADII = tuple(np.geomspace(0.1, 10.0, 17))
+
+# The paper's setup (appendix E), and a quick one (~1 minute on 2 cores) with the same grids.
+SCALES: dict[str, dict] = {
+    "paper": dict(iterations=2_000_000, stationary_logs=5000, entropy_every=40_000,
+                  entropy_average=10),
+    "quick": dict(iterations=300_000, stationary_logs=2000, entropy_every=25_000,
+                  entropy_average=6),
+}
+
+
+def isotropic_configs(scale: str = "paper", **overrides) -> list[IsotropicConfig]:
+    """The three protocols' configs at ``scale`` ("paper" or "quick"), with optional overrides."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    common = SCALES[scale] | overrides
+    return [
+        IsotropicConfig(protocol="fixed-lr", learning_rates=_GRID, weight_decays=_GRID, **common),
+        IsotropicConfig(protocol="fixed-elr", learning_rates=_GRID, weight_decays=_GRID, **common),
+        IsotropicConfig(protocol="fixed-sphere", learning_rates=_GRID, radii=_RADII, **common),
+    ]
+
+
+def write_result(out_dir: Path, result: IsotropicResult) -> None:
+    """Write one protocol's table, config and traces under ``out_dir/<protocol>/``."""
+    folder = Path(out_dir) / result.config.protocol
+    _io.write_csv(folder / "stationary.csv", result.table)
+    step = max(1, result.log_iterations.size // 2000)  # thin the logs: <= 2000 points a run
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, log_iterations=result.log_iterations[::step], loss=result.loss[:, ::step],
+                radius=result.radius[:, ::step], entropy_iterations=result.entropy_iterations,
+                entropy_sphere=result.entropy_sphere, entropy=result.entropy, mu=result.mu,
+                **({} if result.lambda_eff is None else {"lambda_eff": result.lambda_eff[:, ::step]}),
+            )
+
+    _io.atomic_write(folder / "traces.npz", save)
+    # the config goes last: its presence marks the protocol as complete (resume)
+    _io.write_json(folder / "config.json", {"config": asdict(result.config)} | _io.provenance())
+
+
+def _completed(out_dir: Path, config: IsotropicConfig) -> pd.DataFrame | None:
+    folder = Path(out_dir) / config.protocol
+    try:
+        saved = json.loads((folder / "config.json").read_text())["config"]
+        table = pd.read_csv(folder / "stationary.csv")
+    except (OSError, KeyError, ValueError):
+        return None
+    same = saved == json.loads(json.dumps(asdict(config)))
+    return table if same else None
+
+
+def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool = True,
+                  figures: bool = True, log=print) -> dict:
+    """Simulate, check, plot and report the isotropic model; returns the checks dict."""
+    out_dir = Path(out_dir)
+    configs = isotropic_configs(scale) if configs is None else list(configs)
+    _io.check_output_dir(out_dir, KIND)
+    _io.claim_output_dir(out_dir, KIND, {"scale": scale, "protocols": [c.protocol for c in configs]})
+    checks = {"config": {"scale": scale, **{c.protocol: asdict(c) for c in configs}},
+              **_io.provenance(), "protocols": {}, "wall_seconds": {}}
+    for config in configs:
+        table = _completed(out_dir, config)
+        if table is None:
+            start = time.perf_counter()
+            result = simulate(config, progress=progress)
+            checks["wall_seconds"][config.protocol] = round(time.perf_counter() - start, 2)
+            write_result(out_dir, result)
+            table = result.table
+            log(f"{config.protocol}: {config.grid_size} points x {config.iterations} steps in "
+                f"{checks['wall_seconds'][config.protocol]:.1f} s")
+        else:
+            log(f"{config.protocol}: found complete results in {out_dir / config.protocol}, kept")
+        if min(table["lr"].nunique(), table[_second_axis(config)].nunique()) < 2:
+            checks["protocols"][config.protocol] = {
+                "skipped": "the checks need at least two values on each grid axis"}
+            continue
+        checks["protocols"][config.protocol] = isotropic_checks(table)
+        if figures:
+            from thermosgd.plots import figure_isotropic
+
+            figure_isotropic(table, out_dir / config.protocol / "figure.png")
+    _io.write_json(out_dir / "checks.json", checks)
+    if figures:
+        from thermosgd.report import write_report
+
+        write_report(out_dir)
+    return checks
+
+
+def _second_axis(config: IsotropicConfig) -> str:
+    return "radius_target" if config.protocol == "fixed-sphere" else "wd"

@@ -1,0 +1,87 @@
+"""One smoke test per subcommand, and every bad-input path: exit code 2, nothing written."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from thermosgd.cli import main
+
+TINY = ["--iterations", "6000", "--queue-size", "40", "--queue-every", "25",
+        "--entropy-every", "2000", "--entropy-average", "2", "--stationary-logs", "40",
+        "--no-progress"]
+
+
+def test_simulate_writes_table_checks_and_report(tmp_path):
+    out = tmp_path / "run"
+    assert main(["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.03", "0.1",
+                 "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
+    table = pd.read_csv(out / "fixed-lr" / "stationary.csv")
+    assert len(table) == 6
+    for column in ("protocol", "lr", "wd", "radius_target", "seed", "radius", "U",
+                   "entropy_sphere", "entropy", "temperature", "pressure", "volume", "lambda_eff"):
+        assert column in table
+    checks = json.loads((out / "checks.json").read_text())
+    assert set(checks["protocols"]["fixed-lr"]) >= {"V1", "V2", "V3", "V4"}
+    assert checks["git_revision"] and checks["package_version"]
+    assert (out / "report.md").is_file() and (out / "fixed-lr" / "figure.png").is_file()
+    # a second run into the same directory is allowed (it is ours) and reuses the results
+    assert main(["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.03", "0.1",
+                 "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
+
+
+def test_reproduce_isotropic_quick(tmp_path, capsys):
+    """The README's main job, end to end."""
+    out = tmp_path / "iso"
+    assert main(["reproduce", "isotropic", "--out", str(out), "--scale", "quick",
+                 "--no-progress"]) == 0
+    checks = json.loads((out / "checks.json").read_text())
+    assert set(checks["protocols"]) == {"fixed-lr", "fixed-elr", "fixed-sphere"}
+    for protocol in checks["protocols"]:
+        assert len(pd.read_csv(out / protocol / "stationary.csv")) == 289
+        assert (out / protocol / "figure.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "fixed-sphere/figure.png" in report
+    # V1 holds well inside the grid even at the quick scale
+    assert checks["protocols"]["fixed-elr"]["V1"]["interior_median_rel_error"] < 0.05
+
+
+BAD = [
+    (["--protocol", "fixed-lr", "--lr", "-0.01", "--wd", "0.01"], "learning rates"),
+    (["--protocol", "fixed-lr", "--lr", "0.01", "--wd", "0"], "weight decays"),
+    (["--protocol", "fixed-sphere", "--lr", "0.01", "--radius", "-1"], "radii"),
+    (["--protocol", "fixed-sphere", "--lr", "0.01", "--wd", "0.1", "--radius", "1"],
+     "no weight decay"),
+    (["--protocol", "fixed-lr", "--lr", "0.01", "--wd", "0.01", "--sigma", "-1"], "sigma"),
+    (["--protocol", "fixed-lr", "--lr", "0.01", "--wd", "0.01", "--dim", "1"], "d must be >= 2"),
+    (["--protocol", "fixed-lr", "--lr", "0.01", "--wd", "0.01", "--iterations", "100"],
+     "too few for the entropy queue"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", *args, "--out", str(out), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_refuses_foreign_output_directory(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "isotropic", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "not written by thermosgd" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_unknown_choice_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--protocol", "adam", "--lr", "0.1", "--out", "x"])
+    assert exc.value.code == 2
