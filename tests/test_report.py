@@ -65,14 +65,21 @@ def test_missing_and_unknown_keys_do_not_break(checks):
     del checks["protocols"]["fixed-lr"]["U"]
     del checks["protocols"]["fixed-lr"]["V4"]
     checks["protocols"]["fixed-lr"]["V5"] = {"new_metric": 1.5, "nested": {"x": 2}, "label": "s"}
+    checks["protocols"]["fixed-lr"]["V3"]["table4"] = {"r2": 0.99, "a2/R": -1.02}  # fit diagnostics
     checks["protocols"]["fixed-elr"]["V1"]["interior_median_rel_error"] = float("nan")
+    checks["protocols"]["fixed-sphere"] = {"skipped": "needs two values on each axis"}
+    checks["protocols"]["custom"] = "not a dict"
     rows = report.checks_table(checks)
     assert _row(rows, "fixed-lr", "U", "interior_median_rel_error").status == "n/a"
     assert _row(rows, "fixed-lr", "V4", "—").status == "n/a"
     assert _row(rows, "fixed-lr", "V5", "nested.x").status == "info"
+    assert _row(rows, "fixed-lr", "V3", "table4.r2").status == "info"
     assert _row(rows, "fixed-elr", "V1", "interior_median_rel_error").status == "n/a"
+    assert _row(rows, "fixed-sphere", "skipped", "—").shown == "needs two values on each axis"
+    assert _row(rows, "custom", "skipped", "—").status == "n/a"
     text = report.render_markdown(checks, {})
     assert "new_metric" in text and "is missing or not finite" in text
+    assert "needs two values on each axis" in text.split("## Where it misses")[1]
     assert "No figure for this protocol" in text
     assert "No protocol results" in report.render_markdown({}, {})
 

@@ -119,8 +119,22 @@ def _pivot(st: _Stationary, column: str):
     return grid.columns.to_numpy(float), grid.index.to_numpy(float), grid.to_numpy(float)
 
 
-def _axes(ax):
-    return Figure(figsize=(5.5, 4.5), layout="constrained").add_subplot() if ax is None else ax
+def _axes(ax, size=(5.5, 4.5)):
+    return Figure(figsize=size, layout="constrained").add_subplot() if ax is None else ax
+
+
+def _power(value, _=None):
+    """Tick label 10⁻² in Unicode, not mathtext: parsing ~100 math labels per figure would be
+    most of the drawing time."""
+    exponent = np.log10(value) if value > 0 else np.nan
+    if np.isfinite(exponent) and abs(exponent - round(exponent)) < 1e-9:
+        return "10" + f"{round(exponent)}".translate(_SUPERSCRIPT)
+    return f"{value:g}"
+
+
+def _log_ticks(*axes):
+    for axis in axes:
+        axis.set_major_formatter(ticker.FuncFormatter(_power))
 
 
 def _log_norm(levels):
@@ -163,7 +177,9 @@ def _curves(ax, x, levels, measured, predicted, *, cmap, level_label, log_y):
         ax.scatter(x, y_measured, color=color, s=16, zorder=3, edgecolors="k", linewidths=0.3)
     ax.set_xscale("log")
     ax.set_yscale("log" if log_y else "linear")
-    ax.figure.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"color: {level_label}", pad=0.01)
+    colorbar = ax.figure.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"color: {level_label}",
+                                  pad=0.01)
+    _log_ticks(ax.xaxis, colorbar.ax.yaxis, *[ax.yaxis] * log_y)
     _stretch(ax, 0.0, 0.14, log=log_y)  # a band on top where the legend hides no data
     ax.legend(handles=[
         Line2D([], [], color="0.35", marker="o", ls="none", mec="k", ms=5,
@@ -193,6 +209,7 @@ def fig_energy_entropy(table: pd.DataFrame, ax=None):
     ax.plot(grid, theory.vmf_mean_loss_asymptotic(grid, st.d), "--", color=_C_U,
             label="$U=(d-1)T/2$")
     ax.set(xscale="log", yscale="log", xlabel=f"temperature ${st.names.temperature}$ (log scale)")
+    _log_ticks(ax.xaxis, ax.yaxis)
     ax.set_ylabel(r"mean loss $U=\mathbb{E}[L]$ (log scale)", color=_C_U)
     twin = ax.twinx()
     twin.scatter(t, st.mean["entropy_sphere"], s=12, marker="^", color=_C_S, alpha=0.6,
@@ -323,8 +340,7 @@ def _heatmap(inset, lx, ly, values, *, first_col, last_row, norm):
                  interpolation="nearest",
                  extent=(lx[0] - half_x, lx[-1] + half_x, ly[0] - half_y, ly[-1] + half_y))
     inset.set_box_aspect(1)
-    # Unicode superscripts, not mathtext: parsing ~100 tick labels would dominate drawing time.
-    power = ticker.FuncFormatter(lambda v, _: "10" + f"{v:.0f}".translate(_SUPERSCRIPT))
+    power = ticker.FuncFormatter(lambda v, _: _power(10.0**v))  # the axes are in log10 units
     for axis in (inset.xaxis, inset.yaxis):
         axis.set_major_locator(ticker.MultipleLocator(1))
         axis.set_major_formatter(power)
@@ -397,7 +413,7 @@ def fig_potential_minimum(table: pd.DataFrame, ax=None, *, n_picks: int | None =
     sets T*, y: state eta_i); white squares are the argmin per column and should lie on the
     diagonal. Each heatmap is scaled by its own maximum. The heatmaps are ``ax.child_axes``.
     """
-    st, ax = _stationary(table), _axes(ax)
+    st, ax = _stationary(table), _axes(ax, (9.5, 9))
     norm = colors.PowerNorm(0.5, vmin=0.0, vmax=1.0)
     if st.protocol == "fixed-sphere":
         label, legend = _helmholtz_heatmaps(ax, st, n_picks or 4, norm)
@@ -413,12 +429,15 @@ def fig_potential_minimum(table: pd.DataFrame, ax=None, *, n_picks: int | None =
 def figure_isotropic(table: pd.DataFrame, path) -> Path:
     """Compose panels a-e for one protocol into one PNG at ``path`` (written atomically)."""
     st = _stationary(table)
-    # The V2 heatmaps need a roughly square slot as tall as the two rows of curve panels.
-    fig = Figure(figsize=(22, 10), layout="constrained")
-    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.6])
-    panels = [(fig_energy_entropy, grid[0, 0]), (fig_ideal_gas, grid[0, 1]),
-              (fig_entropy_vs_lr, grid[1, 0]), (fig_entropy_vs_wd, grid[1, 1]),
-              (fig_potential_minimum, grid[:, 2])]
+    # Fixed margins, not constrained layout (its bounding-box passes took 2/3 of the drawing
+    # time): a 2 x 2 block of curve panels and, right of it, a square-ish slot for the heatmaps.
+    fig = Figure(figsize=(22, 10.5))
+    curves = fig.add_gridspec(2, 2, left=0.045, right=0.555, bottom=0.06, top=0.9, wspace=0.42,
+                              hspace=0.36)
+    heatmaps = fig.add_gridspec(1, 1, left=0.585, right=0.99, bottom=0.12, top=0.9)
+    panels = [(fig_energy_entropy, curves[0, 0]), (fig_ideal_gas, curves[0, 1]),
+              (fig_entropy_vs_lr, curves[1, 0]), (fig_entropy_vs_wd, curves[1, 1]),
+              (fig_potential_minimum, heatmaps[0, 0])]
     for letter, (panel, spec) in zip("abcde", panels):
         ax = panel(table, fig.add_subplot(spec))
         ax.set_title(f"({letter}) {ax.get_title()}", fontsize="medium")

@@ -8,8 +8,8 @@ done by pure functions: :func:`checks_table` turns the checks into rows with a p
 
 Tolerances (``TOLERANCES``; a passing value in the outer fifth of its band is "borderline"):
 
-- V1, U: interior median relative error < 5 % (the interior leaves out the grid's edge, where the
-  discrete step and the T -> 0 asymptotics bend the curves);
+- V1, U: interior median relative error < 5 % (the interior leaves out the grid's edges, where
+  slow mixing at small eta, lambda and the discrete step at large eta bend the curves);
 - S_sphere: median absolute error < 0.1 nat (a relative error is meaningless where S crosses 0;
   the k = 1 Kozachenko-Leonenko estimate from 1000 samples scatters by a few hundredths of a nat);
 - V2: fraction of chosen points whose potential's argmin is within one grid step >= 0.9;
@@ -52,7 +52,11 @@ _POTENTIALS = {"G": "Gibbs energy G = U − TS + pV", "F": "Helmholtz energy F =
 
 @dataclass(frozen=True)
 class Rule:
-    """Pass when ``value < threshold`` (``below``) or ``value >= threshold`` (not ``below``)."""
+    """Pass when ``value < threshold`` (``below``) or ``value >= threshold`` (not ``below``).
+
+    Borderline: a pass within ``borderline_band`` of the threshold, as a fraction of the threshold
+    for upper bounds, and of the distance from the threshold to 1 for lower bounds (fractions).
+    """
 
     threshold: float
     below: bool
@@ -224,6 +228,11 @@ def checks_table(checks: dict) -> list[CheckRow]:
                                        order.get(r.check, len(order))))
 
 
+def _results(protocols: dict, protocol: str) -> dict:
+    results = protocols.get(protocol)
+    return results if isinstance(results, dict) else {}
+
+
 def _check_label(check: str, entry) -> str:
     label = _CHECK_NAMES.get(check, check)
     if isinstance(entry, dict):
@@ -358,7 +367,7 @@ def render_markdown(checks: dict, figures: dict[str, str] | None = None) -> str:
         lines += [f"## {_PROTOCOL_NAMES.get(protocol, protocol)}", ""]
         own = [r for r in rows if r.protocol == protocol]
         if own:
-            lines += _check_lines(own, protocols.get(protocol) or {})
+            lines += _check_lines(own, _results(protocols, protocol))
         if protocol in figures:
             lines += [f"![{_PROTOCOL_NAMES.get(protocol, protocol)}: panels a–e]({figures[protocol]})",
                       ""]
@@ -368,11 +377,15 @@ def render_markdown(checks: dict, figures: dict[str, str] | None = None) -> str:
     misses = [r for r in judged if r.status != "pass" or r.borderline]
     if misses:
         for r in misses:
+            protocol = _PROTOCOL_NAMES.get(r.protocol, r.protocol)
+            if r.check == "skipped":
+                lines.append(f"- {protocol} was not checked: {r.shown}.")
+                continue
             kind = {"fail": "fails", "n/a": "is missing or not finite"}.get(r.status, "is borderline")
-            entry = (protocols.get(r.protocol) or {}).get(r.check)
+            label = _check_label(r.check, _results(protocols, r.protocol).get(r.check))
+            metric = f" ({r.metric})" if r.metric != "—" else ""
             tolerance = f" against a tolerance {r.criterion}" if r.criterion else ""
-            lines.append(f"- {_PROTOCOL_NAMES.get(r.protocol, r.protocol)}, "
-                         f"{_check_label(r.check, entry)} ({r.metric}) {kind}: {r.shown}{tolerance}.")
+            lines.append(f"- {protocol}, {label}{metric} {kind}: {r.shown}{tolerance}.")
     else:
         lines.append("No judged check fails or sits within a fifth of its tolerance.")
     lines += ["", "## Tolerances", ""]
