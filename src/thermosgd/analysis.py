@@ -123,35 +123,30 @@ def check_potential_minimum(table: pd.DataFrame) -> dict:
     }
 
 
-def _design(x, y, quadratic):
-    cols = [np.ones_like(x), x, y]
-    if quadratic:
-        cols += [x * x, y * y, x * y]
-    return np.stack(cols, axis=1)
+def _fit(log_x, log_y, entropy, quadratic):
+    """Least squares of S on (1, x, y[, x^2, y^2, x y]) over finite entries: (coef, design, rows)."""
+    x, y, s = (np.asarray(a, float) for a in (log_x, log_y, entropy))
+    ok = np.isfinite(s)
+    x, y, s = x[ok], y[ok], s[ok]
+    cols = [np.ones_like(x), x, y] + ([x * x, y * y, x * y] if quadratic else [])
+    design = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(design, s, rcond=None)
+    return coef, s - design @ coef, s, design
 
 
 def entropy_slopes(log_x, log_y, entropy) -> dict:
     """Least-squares plane S = a0 + a1 log x + a2 log y: slopes a1, a2 with standard errors."""
-    log_x, log_y, entropy = (np.asarray(a, float) for a in (log_x, log_y, entropy))
-    ok = np.isfinite(entropy)
-    a = _design(log_x[ok], log_y[ok], quadratic=False)
-    coef, *_ = np.linalg.lstsq(a, entropy[ok], rcond=None)
-    resid = entropy[ok] - a @ coef
-    dof = max(ok.sum() - 3, 1)
-    cov = np.linalg.pinv(a.T @ a) * (resid @ resid) / dof
-    stderr = np.sqrt(np.diag(cov))
+    coef, resid, s, design = _fit(log_x, log_y, entropy, quadratic=False)
+    dof = max(s.size - 3, 1)
+    stderr = np.sqrt(np.diag(np.linalg.pinv(design.T @ design)) * (resid @ resid) / dof)
     return {"a1": float(coef[1]), "a2": float(coef[2]),
             "a1_stderr": float(stderr[1]), "a2_stderr": float(stderr[2])}
 
 
 def quadratic_entropy_fit(log_x, log_y, entropy) -> dict:
     """Quadratic fit of eq. 34 / 108, S = a0 + a1 x + a2 y + a3 x^2 + a4 y^2 + a5 x y, with R^2."""
-    log_x, log_y, entropy = (np.asarray(a, float) for a in (log_x, log_y, entropy))
-    ok = np.isfinite(entropy)
-    a = _design(log_x[ok], log_y[ok], quadratic=True)
-    coef, *_ = np.linalg.lstsq(a, entropy[ok], rcond=None)
-    resid = entropy[ok] - a @ coef
-    total = entropy[ok] - entropy[ok].mean()
+    coef, resid, s, _ = _fit(log_x, log_y, entropy, quadratic=True)
+    total = s - s.mean()
     r2 = 1.0 - (resid @ resid) / (total @ total) if total @ total > 0 else float("nan")
     return {f"a{k}": float(c) for k, c in enumerate(coef)} | {"r2": float(r2)}
 
