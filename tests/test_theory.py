@@ -666,3 +666,16 @@ def test_vmf_rejects_nonpositive_temperature(func, temperature):
 def test_all_public_names_exist():
     for name in th.__all__:
         assert callable(getattr(th, name))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan, np.inf])
+def test_temperature_must_be_positive_and_finite_everywhere(bad):
+    for fn in (th.vmf_mean_loss, th.vmf_sphere_entropy, th.vmf_heat_capacity,
+               th.vmf_mean_loss_asymptotic, th.vmf_sphere_entropy_asymptotic):
+        with pytest.raises(ValueError, match="temperature must be positive"):
+            fn(bad, 3)
+
+
+def test_mu_norm_must_be_positive():
+    with pytest.raises(ValueError, match="mu_norm"):
+        th.vmf_mean_loss(0.1, 3, mu_norm=0.0)

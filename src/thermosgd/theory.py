@@ -211,11 +211,19 @@ def _log_bessel_i(nu, kappa):
     return out[()] if out.ndim == 0 else out
 
 
-def _kappa(temperature, mu_norm):
+def _positive_temperature(temperature):
     temperature = np.asarray(temperature, dtype=float)
-    if np.any(temperature <= 0):
-        raise ValueError("temperature must be positive")
-    return np.asarray(mu_norm, dtype=float) / temperature
+    if not np.all(np.isfinite(temperature) & (temperature > 0)):
+        raise ValueError("temperature must be positive and finite")
+    return temperature
+
+
+def _kappa(temperature, mu_norm):
+    temperature = _positive_temperature(temperature)
+    mu_norm = np.asarray(mu_norm, dtype=float)
+    if not np.all(np.isfinite(mu_norm) & (mu_norm > 0)):
+        raise ValueError("|mu| (mu_norm) must be positive and finite")
+    return mu_norm / temperature
 
 
 def vmf_mean_resultant(kappa, d):
@@ -261,12 +269,12 @@ def vmf_sphere_entropy(temperature, d, mu_norm=1.0):
 
 def vmf_mean_loss_asymptotic(temperature, d):
     """Low-temperature mean loss U = (d - 1) T / 2 (eq. 106)."""
-    return gas_constant(d) * np.asarray(temperature, dtype=float)
+    return gas_constant(d) * _positive_temperature(temperature)
 
 
 def vmf_sphere_entropy_asymptotic(temperature, d):
     """Low-temperature sphere entropy S = (d - 1) / 2 log(2 pi e T) (eq. 107)."""
-    return gas_constant(d) * np.log(2.0 * np.pi * np.e * np.asarray(temperature, dtype=float))
+    return gas_constant(d) * np.log(2.0 * np.pi * np.e * _positive_temperature(temperature))
 
 
 def vmf_heat_capacity(temperature, d, mu_norm=1.0):
