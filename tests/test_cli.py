@@ -12,7 +12,7 @@ TINY = ["--iterations", "6000", "--queue-size", "40", "--queue-every", "25",
         "--no-progress"]
 
 
-def test_simulate_writes_table_checks_and_report(tmp_path):
+def test_simulate_writes_table_checks_and_report(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.03", "0.1",
                  "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
@@ -26,8 +26,11 @@ def test_simulate_writes_table_checks_and_report(tmp_path):
     assert checks["git_revision"] and checks["package_version"]
     assert (out / "report.md").is_file() and (out / "fixed-lr" / "figure.png").is_file()
     # a second run into the same directory is allowed (it is ours) and reuses the results
+    capsys.readouterr()
     assert main(["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.03", "0.1",
                  "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
+    assert "found complete results" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fixed-lr" / "stationary.csv"), table)
 
 
 def test_reproduce_isotropic_quick(tmp_path, capsys):
