@@ -177,9 +177,10 @@ def check_entropy_slopes(table: pd.DataFrame) -> dict:
     fit = entropy_slopes(np.log(table[x]), np.log(table[y]), table["entropy"])
     quad = quadratic_entropy_fit(np.log(table[x]), np.log(table[y]), table["entropy"])
     if protocol == "fixed-lr":
+        target_lr, target_wd = theory.entropy_slopes_fixed_lr_isotropic(d)
         out = {
-            "dS/dlog_lr": _slope_entry(fit["a1"], r),
-            "dS/dlog_wd": _slope_entry(fit["a2"], 0.0),
+            "dS/dlog_lr": _slope_entry(fit["a1"], float(target_lr)),
+            "dS/dlog_wd": _slope_entry(fit["a2"], float(target_wd)),
             "maxwell_difference": _slope_entry(fit["a1"] - fit["a2"], float(theory.maxwell_target_fixed_lr(d))),
             "table4": {"r2": quad["r2"], "(a1-a2)/R": (quad["a1"] - quad["a2"]) / r,
                        "(2a3-a5)/R": (2 * quad["a3"] - quad["a5"]) / r,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
@@ -407,8 +407,3 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         "lambda_eff_theory": protocol.pressure(sigma2, d) if sphere else nan,
     })
     return table
-
-
-def config_dict(config: IsotropicConfig) -> dict:
-    """The config as plain JSON-able data."""
-    return asdict(config)
