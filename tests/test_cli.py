@@ -88,3 +88,63 @@ def test_unknown_choice_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--protocol", "adam", "--lr", "0.1", "--out", "x"])
     assert exc.value.code == 2
+
+
+TRAIN_TINY = ["--width", "2", "--iterations", "120", "--log-every", "40", "--queue-size", "4",
+              "--stationary-logs", "2", "--device", "cpu", "--no-progress"]
+
+
+def test_train_writes_a_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--protocol", "fixed-lr", "--lr", "0.05", "--wd", "0.01",
+                 "--out", str(out), *TRAIN_TINY]) == 0
+    assert "finished 120 iterations" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["learning_rate"] == 0.05 and config["d"] == 1530
+    assert config["git_revision"] and config["package_version"]
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert metrics["iteration"].tolist() == [40, 80, 120]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["stationary"]["radius"] == pytest.approx(metrics["radius"].tail(2).mean())
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_train_divergence_exits_0(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--protocol", "fixed-elr", "--lr", "50", "--wd", "0.1",
+                 "--out", str(out), *TRAIN_TINY]) == 0
+    assert "diverged at iteration" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
+
+
+BAD_TRAIN = [
+    (["--model", "vgg", "--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.1"], "unknown model"),
+    (["--dataset", "mnist", "--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.1"],
+     "unknown dataset"),
+    (["--protocol", "adam", "--lr", "0.1", "--wd", "0.1"], "unknown protocol"),
+    (["--protocol", "fixed-lr", "--lr", "0", "--wd", "0.1"], "learning rate"),
+    (["--protocol", "fixed-lr", "--lr", "0.1", "--wd", "-1"], "weight decay"),
+    (["--protocol", "fixed-lr", "--lr", "0.1"], "needs a weight decay"),
+    (["--protocol", "fixed-sphere", "--lr", "0.1", "--radius", "0"], "radius"),
+    (["--protocol", "fixed-sphere", "--lr", "0.1", "--wd", "0.1", "--radius", "1"],
+     "takes no weight decay"),
+    (["--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.1", "--width", "0"], "width"),
+    (["--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.1", "--dataset", "cifar10",
+      "--data", "NOWHERE"], "cifar-10-python.tar.gz"),
+    (["--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.1", "--dataset", "cifar100"],
+     "--data"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_TRAIN)
+def test_train_bad_input_exits_2_and_leaves_no_run_directory(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    args = [str(tmp_path / "empty") if a == "NOWHERE" else a for a in args]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *args, "--out", str(out), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""Command line: ``thermosgd simulate`` and ``thermosgd reproduce isotropic``.
+"""Command line: ``thermosgd simulate``, ``thermosgd reproduce isotropic``, ``thermosgd train``.
 
 Bad input exits with status 2 and one line saying what to change; nothing is written.
 """
@@ -65,7 +65,54 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub):
+    from dataclasses import fields
+
+    from thermosgd.nn.trainer import TrainConfig
+
+    d = {f.name: f.default for f in fields(TrainConfig)}
+    tr = sub.add_parser(
+        "train", help="train one scale-invariant network under one protocol, measuring T, p, V, S",
+        description="Train a scale-invariant ConvNet or ResNet-18 under fixed LR, fixed ELR or "
+                    "a fixed sphere and log every thermodynamic quantity (section 6). Writes "
+                    "config.json, metrics.parquet, summary.json and checkpoint.pt to --out; the "
+                    "same command resumes a killed run.")
+    tr.add_argument("--model", default=d["model"], help="convnet or resnet18 (default convnet)")
+    tr.add_argument("--width", type=int, default=None,
+                    help="k, width multiplier (default: the paper's, convnet 8, resnet18 4)")
+    tr.add_argument("--dataset", default=d["dataset"], help="cifar10, cifar100 or digits")
+    tr.add_argument("--data", default=None,
+                    help="path of cifar-10-python.tar.gz / cifar-100-python.tar.gz or its folder")
+    tr.add_argument("--samples-per-class", type=int, default=None, help="seeded training subset")
+    tr.add_argument("--image-size", type=int, default=None, help="resize inputs (>= 8 px)")
+    tr.add_argument("--protocol", required=True, help="fixed-lr, fixed-elr or fixed-sphere")
+    tr.add_argument("--lr", type=float, required=True,
+                    help="eta (fixed-lr) or eta_eff (fixed-elr, fixed-sphere)")
+    tr.add_argument("--wd", type=float, default=None, help="lambda (fixed-lr, fixed-elr)")
+    tr.add_argument("--radius", type=float, default=None, help="r (fixed-sphere)")
+    tr.add_argument("--out", required=True, help="run directory (new, empty, or this run's)")
+    g = tr.add_argument_group("length, seeds and measurement (paper defaults)")
+    for name, kind, text in (
+            ("iterations", int, "SGD steps"), ("batch_size", int, "B"),
+            ("seed", int, "mini-batch stream"), ("init_seed", int, "initial weights"),
+            ("head_seed", int, "frozen head"), ("bn_eps", float, "BatchNorm eps"),
+            ("queue_size", int, "N, snapshots for the entropy"),
+            ("queue_every", int, "iterations between snapshots"),
+            ("log_every", int, "log spacing up to --log-linear-until"),
+            ("log_linear_until", int, "then --log-points log-spaced logs"),
+            ("log_points", int, "log-spaced logs after the linear part"),
+            ("stationary_logs", int, "stationary means over the last this-many logs"),
+            ("measure_passes", int, "train-set passes per log for loss, gradient, Tr Sigma")):
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name],
+                       help=f"{text} (default {d[name]})")
+    tr.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto (default)")
+    tr.add_argument("--checkpoint-every", type=float, default=600.0,
+                    help="seconds between checkpoints, taken at log points (default 600)")
+    tr.add_argument("--no-progress", action="store_true")
 
 
 def _prepare(args):
@@ -75,6 +122,8 @@ def _prepare(args):
     from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
 
     progress = not args.no_progress
+    if args.command == "train":
+        return _prepare_train(args, progress)
     if args.command == "simulate":
         configs = [IsotropicConfig(
             protocol=args.protocol, learning_rates=args.lr, weight_decays=args.wd,
@@ -87,7 +136,38 @@ def _prepare(args):
     else:
         configs, scale = isotropic_configs(args.scale), args.scale
     _io.check_output_dir(args.out, KIND)
-    return lambda: run_isotropic(args.out, scale, configs=configs, progress=progress)
+
+    def job():
+        run_isotropic(args.out, scale, configs=configs, progress=progress)
+        return f"wrote {args.out}/report.md"
+
+    return job
+
+
+def _prepare_train(args, progress):
+    from thermosgd.nn import trainer
+
+    names = ("model", "width", "dataset", "data", "samples_per_class", "image_size", "protocol",
+             "iterations", "batch_size", "seed", "init_seed", "head_seed", "bn_eps", "queue_size",
+             "queue_every", "log_every", "log_linear_until", "log_points", "stationary_logs",
+             "measure_passes", "device", "radius")
+    config = trainer.TrainConfig(learning_rate=args.lr, weight_decay=args.wd,
+                                 **{n: getattr(args, n) for n in names})
+    if not args.checkpoint_every >= 0:
+        raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
+    trainer.prepare(config, args.out)
+    device = trainer.resolve_device(config.device)
+    data = trainer.load_data(config, device)  # a missing or bad archive fails here, unwritten
+
+    def job():
+        result = trainer.train(config, args.out, dataset=data, progress=progress,
+                               checkpoint_every=args.checkpoint_every)
+        s = result.summary
+        if s["status"] == "diverged":
+            return f"diverged at iteration {s['diverged_at']}; wrote {args.out}"
+        return f"finished {s['iterations_done']} iterations; wrote {args.out}"
+
+    return job
 
 
 def main(argv=None) -> int:
@@ -97,8 +177,7 @@ def main(argv=None) -> int:
         job = _prepare(args)
     except ValueError as err:
         parser.exit(2, f"thermosgd: error: {err}\n")
-    job()
-    print(f"wrote {args.out}/report.md")
+    print(job())
     return 0
 
 

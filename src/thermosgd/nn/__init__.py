@@ -1,5 +1,6 @@
-"""Scale-invariant networks (section 6, appendix F): models now; data and trainers to follow."""
+"""Scale-invariant networks (section 6, appendix F): models, data, the single-run trainer."""
 
+from thermosgd.nn.data import DATASETS, DataError, Dataset, load_dataset
 from thermosgd.nn.models import (
     ConvNet,
     PreActResNet18,
@@ -8,12 +9,20 @@ from thermosgd.nn.models import (
     scale_invariant_parameters,
     set_parameter_norm,
 )
+from thermosgd.nn.trainer import TrainConfig, TrainResult, train
 
 __all__ = [
+    "DATASETS",
     "ConvNet",
+    "DataError",
+    "Dataset",
     "PreActResNet18",
+    "TrainConfig",
+    "TrainResult",
     "build_model",
+    "load_dataset",
     "parameter_norm",
     "scale_invariant_parameters",
     "set_parameter_norm",
+    "train",
 ]

@@ -1,0 +1,387 @@
+"""One network run under one protocol, with every thermodynamic measurement (section 6).
+
+The scale-invariant weights live in one flat tensor w (d,); the model's parameters are views into
+it, so a protocol's update (``thermosgd.protocols``, eq. 2, 8, 15) is a handful of fused vector
+operations on the device and the frozen head never moves. Between log points the loop does not
+talk to the host: mini-batch indices for a whole segment are drawn at once on the device, and the
+per-step quantities (the running mean of ||grad L_B(w_bar)||^2 for appendix G, lambda_eff of
+eq. 83 on the sphere, a count of finite losses for divergence) are accumulated in device tensors.
+
+A run directory holds ``config.json``, ``metrics.parquet`` (one row per log point),
+``summary.json`` (stationary means over the last logs and the status) and ``checkpoint.pt``.
+Checkpoints are taken at log points; a killed run restarted with the same configuration resumes
+from the last one and ends with exactly the metrics of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from thermosgd import _io
+from thermosgd.nn import measure
+from thermosgd.nn.data import DATASETS, Dataset, load_dataset
+from thermosgd.nn.models import BN_EPS, MODELS, build_model, scale_invariant_parameters
+from thermosgd.protocols import PROTOCOLS, make_protocol
+
+__all__ = ["KIND", "PAPER_WIDTH", "TrainConfig", "TrainResult", "train"]
+
+KIND = "train"  # manifest kind of a run directory
+_CHUNK = 1000  # steps of mini-batch indices drawn at once, (chunk, B) int64 on the device
+_RUNTIME_FIELDS = ("data", "device")  # may change between a run and its resumption
+PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One run. Hyperparameters follow the protocol: fixed LR takes (learning_rate = eta,
+    weight_decay = lambda), fixed ELR (learning_rate = eta_eff, weight_decay = lambda), fixed
+    sphere (learning_rate = eta_eff, radius = r). Defaults are the paper's (appendix F)."""
+
+    protocol: str  # "fixed-lr", "fixed-elr" or "fixed-sphere"
+    learning_rate: float  # eta (fixed LR) or eta_eff (fixed ELR, fixed sphere)
+    weight_decay: float | None = None  # lambda, the pressure p (fixed LR, fixed ELR)
+    radius: float | None = None  # r, radius of the sphere (fixed sphere); ||w_0|| = r
+    model: str = "convnet"  # "convnet" or "resnet18"
+    width: int | None = None  # k, width multiplier; None = the paper's (ConvNet 8, ResNet-18 4)
+    dataset: str = "digits"  # "cifar10", "cifar100" or "digits"
+    data: str | None = None  # path of the official CIFAR python archive or its folder
+    samples_per_class: int | None = None  # seeded training subset; None = the whole set
+    image_size: int | None = None  # resize inputs to this many pixels; None = native size
+    iterations: int = 10_000  # SGD steps
+    batch_size: int = 128  # B, drawn with replacement at every step (no epochs)
+    seed: int = 0  # mini-batch stream
+    init_seed: int = 0  # initial weights, shared by every run of a sweep
+    head_seed: int = 0  # frozen last layer, shared by every run of a sweep
+    bn_eps: float = BN_EPS  # BatchNorm eps (scale invariance holds while variances >> eps)
+    queue_size: int = 1000  # N, weight snapshots for the entropy estimate
+    queue_every: int = 25  # iterations between snapshots
+    log_every: int = 200  # log spacing up to log_linear_until
+    log_linear_until: int = 10_000  # then log_points log-spaced logs to the end
+    log_points: int = 150
+    stationary_logs: int = 30  # stationary value = mean over the last this-many logs
+    measure_passes: int = 1  # passes over the train set per log point for loss, grad, Tr Sigma
+    device: str = "auto"  # "cpu", "cuda", "cuda:1", ...; "auto" takes CUDA when present
+
+    def __post_init__(self):
+        _choice("model", self.model, MODELS)
+        if self.width is None:
+            object.__setattr__(self, "width", PAPER_WIDTH[self.model])
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        if self.dataset != "digits" and self.data is None:
+            archive = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+            raise ValueError(f"{self.dataset} is read from the official archive: give its path "
+                             f"with --data (data=), {archive[self.dataset]} or its extracted "
+                             "folder; nothing is downloaded")
+        _positive("learning rate (--lr)", self.learning_rate)
+        if self.protocol == "fixed-sphere":
+            if self.weight_decay is not None:
+                raise ValueError("the fixed-sphere protocol takes no weight decay: drop --wd and "
+                                 "give the sphere's radius with --radius")
+            if self.radius is None:
+                raise ValueError("the fixed-sphere protocol needs the sphere's radius (--radius)")
+            _positive("radius (--radius)", self.radius)
+        else:
+            if self.weight_decay is None:
+                raise ValueError(f"the {self.protocol} protocol needs a weight decay (--wd)")
+            _positive("weight decay (--wd)", self.weight_decay)
+            if self.radius is not None:
+                raise ValueError(f"the {self.protocol} protocol takes no --radius (its radius is "
+                                 "set by lr and wd); use --protocol fixed-sphere to fix it")
+        for name in ("width", "iterations", "batch_size", "queue_size", "queue_every",
+                     "log_every", "stationary_logs", "measure_passes"):
+            value = getattr(self, name)
+            low = 2 if name == "queue_size" else 1
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        if self.log_points < 0 or self.log_linear_until < 0:
+            raise ValueError("log_points and log_linear_until must be >= 0")
+        _positive("bn_eps", self.bn_eps)
+
+    @property
+    def hyperparameters(self) -> tuple[float, float]:
+        """(rate, second): the protocol's two hyperparameters (second = lambda or r)."""
+        second = self.radius if self.protocol == "fixed-sphere" else self.weight_decay
+        return float(self.learning_rate), float(second)
+
+    def make_protocol(self):
+        return make_protocol(self.protocol, *self.hyperparameters)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+@dataclass
+class TrainResult:
+    metrics: pd.DataFrame  # one row per log point
+    summary: dict  # status, stationary means, timings
+    out: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU; "
+                         "use --device cpu")
+    return dev
+
+
+def load_data(config: TrainConfig, device) -> Dataset:
+    return load_dataset(config.dataset, root=config.data, device=device,
+                        samples_per_class=config.samples_per_class, image_size=config.image_size)
+
+
+def prepare(config: TrainConfig, out: Path | None) -> None:
+    """Every check that can fail before anything is written: the output directory, and that a
+    directory holding a run holds this run. Raises ValueError."""
+    if out is None:
+        return
+    out = Path(out)
+    _io.check_output_dir(out, KIND)
+    stored = out / "config.json"
+    if stored.is_file():
+        before = json.loads(stored.read_text())["config"]
+        now = config.to_dict()
+        diff = [k for k in now if k not in _RUNTIME_FIELDS and before.get(k) != now[k]]
+        if diff:
+            changes = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in diff)
+            raise ValueError(f"{out} holds a run with another configuration ({changes}); "
+                             "use a new --out, or the original options to resume it")
+
+
+def train(config: TrainConfig, out: str | Path | None = None, *, dataset: Dataset | None = None,
+          progress: bool = True, checkpoint_every: float = 600.0) -> TrainResult:
+    """Train one configuration; with ``out``, write (and resume) a run directory.
+
+    ``dataset``: an already loaded :class:`~thermosgd.nn.data.Dataset` (else loaded from the
+    config). ``checkpoint_every``: seconds between checkpoints (taken at log points; 0 = every
+    log point). A run that already finished (or diverged) is returned from disk.
+    """
+    out = None if out is None else Path(out)
+    prepare(config, out)
+    device = resolve_device(config.device)
+    data = dataset if dataset is not None else load_data(config, device)
+    if out is not None and (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        if summary.get("status") in ("finished", "diverged"):
+            return TrainResult(pd.read_parquet(out / "metrics.parquet"), summary, out)
+    run = _Run(config, data, device, out)
+    return run.execute(progress=progress, checkpoint_every=checkpoint_every)
+
+
+class _Run:
+    """State of one run: model with flat weights, RNG, entropy queue, logged rows."""
+
+    def __init__(self, config: TrainConfig, data: Dataset, device, out: Path | None):
+        self.config, self.data, self.out = config, data, out
+        self.device = torch.device(device)
+        self.protocol = config.make_protocol()
+        self.sphere = config.protocol == "fixed-sphere"
+        norm = float(np.asarray(self.protocol.initial_norm()))
+        self.model = build_model(config.model, width=config.width, num_classes=data.num_classes,
+                                 in_channels=data.in_channels, init_seed=config.init_seed,
+                                 head_seed=config.head_seed, norm=norm, bn_eps=config.bn_eps)
+        self.model.to(self.device).train()
+        self.params = scale_invariant_parameters(self.model)
+        self.w = torch.cat([p.detach().reshape(-1) for p in self.params])  # (d,)
+        start = 0
+        for p in self.params:  # parameters become views of w: one update moves them all
+            p.data = self.w[start:start + p.numel()].view_as(p)
+            start += p.numel()
+        self.d = self.w.numel()
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.queue = torch.zeros(config.queue_size, self.d, device=self.device)  # (N, d)
+        self.schedule = measure.log_schedule(
+            config.iterations, every=config.log_every, linear_until=config.log_linear_until,
+            log_points=config.log_points)
+        self.iteration, self.rows = 0, []
+        self.seconds = {"train": 0.0, "measure": 0.0}
+        if out is not None and (out / "checkpoint.pt").is_file():
+            self._load(out / "checkpoint.pt")
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def execute(self, *, progress: bool, checkpoint_every: float) -> TrainResult:
+        if self.out is not None and self.iteration == 0:
+            _io.claim_output_dir(self.out, KIND, self.config.to_dict())
+            _io.write_json(self.out / "config.json", self._config_record())
+        bar = tqdm(total=self.config.iterations, initial=self.iteration, unit="it",
+                   disable=not progress, dynamic_ncols=True,
+                   desc=f"{self.config.model} {self.config.protocol}")
+        last_checkpoint = time.monotonic()
+        status, diverged_at = "finished", None
+        try:
+            for stop in self.schedule[self.schedule > self.iteration]:
+                tick = time.monotonic()
+                bad_step = self._segment(int(stop), bar)
+                self.seconds["train"] += time.monotonic() - tick
+                if bad_step is not None:
+                    status, diverged_at = "diverged", bad_step
+                    break
+                tick = time.monotonic()
+                row = self._measure()
+                self.seconds["measure"] += time.monotonic() - tick
+                self.rows.append(row)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", radius=f"{row['radius']:.4g}")
+                if self.out is not None:
+                    self._write_metrics()
+                    if (time.monotonic() - last_checkpoint >= checkpoint_every
+                            or stop == self.schedule[-1]):
+                        self._save(self.out / "checkpoint.pt")
+                        last_checkpoint = time.monotonic()
+        finally:
+            bar.close()
+        return self._finish(status, diverged_at)
+
+    def _segment(self, stop: int, bar) -> int | None:
+        """Train from self.iteration to ``stop``; return the first non-finite iteration, if any.
+
+        No host sync until the check at the end (a log point)."""
+        cfg, proto = self.config, self.protocol
+        x, y = self.data.train_x, self.data.train_y
+        begin = self.iteration
+        dev = self.device
+        stoch = torch.zeros((), dtype=torch.float64, device=dev)  # sum ||grad L_B(w_bar)||^2
+        batch_loss = torch.zeros((), dtype=torch.float64, device=dev)
+        leff = torch.zeros((), dtype=torch.float64, device=dev)  # sum of the eq. 83 terms
+        finite = torch.zeros((), dtype=torch.int64, device=dev)
+        eta = float(proto.learning_rate_at(1.0)) if self.sphere else 0.0  # eta_eff r^2
+        while self.iteration < stop:
+            steps = min(_CHUNK, stop - self.iteration)
+            batches = torch.randint(0, x.shape[0], (steps, cfg.batch_size),
+                                    generator=self.generator, device=dev)  # (steps, B)
+            for idx in batches:
+                loss = F.cross_entropy(self.model(x[idx]), y[idx])
+                g = torch.cat([gi.reshape(-1) for gi in torch.autograd.grad(loss, self.params)])
+                r2, g2 = self.w @ self.w, g @ g
+                stoch += r2 * g2  # P1: ||grad L_B(w_bar)||^2 = ||w||^2 ||grad L_B(w)||^2
+                batch_loss += loss.detach()
+                finite += torch.isfinite(loss)
+                if self.sphere:  # eq. 83 with ||w - eta g||^2 = r^2 - 2 eta w.g + eta^2 ||g||^2
+                    moved = (r2 - 2 * eta * (self.w @ g) + eta**2 * g2).sqrt()
+                    leff += (moved - r2.sqrt()) / (eta * r2.sqrt())
+                self.w.copy_(proto.step(self.w, g))
+                self.iteration += 1
+                if self.iteration % cfg.queue_every == 0:
+                    slot = (self.iteration // cfg.queue_every - 1) % cfg.queue_size
+                    self.queue[slot].copy_(self.w)
+                bar.update(1)
+        n = stop - begin
+        # host sync: the log point
+        n_finite, ok, stoch, batch_loss, leff = (
+            int(finite), bool(torch.isfinite(self.w).all()), float(stoch) / n,
+            float(batch_loss) / n, float(leff) / n)
+        if n_finite < n or not ok or not math.isfinite(stoch):
+            return begin + n_finite + 1 if n_finite < n else stop
+        self.window = {"stoch_grad_norm2": stoch, "batch_loss": batch_loss,
+                       "lambda_eff": leff if self.sphere else math.nan}
+        return None
+
+    def _measure(self) -> dict:
+        cfg = self.config
+        gen = torch.Generator(device=self.device).manual_seed(
+            int(np.random.SeedSequence((cfg.seed, self.iteration, 1)).generate_state(1)[0]))
+        stats = measure.gradient_statistics(
+            self.model, self.params, self.data.train_x, self.data.train_y,
+            batch_size=cfg.batch_size, passes=cfg.measure_passes, generator=gen)
+        test_loss, test_acc = measure.evaluate(self.model, self.data.test_x, self.data.test_y)
+        filled = self.iteration // cfg.queue_every >= cfg.queue_size
+        s_sphere, s_total = measure.queue_entropy(self.queue) if filled else (math.nan, math.nan)
+        row = {"iteration": self.iteration, **stats, "test_loss": test_loss, "test_acc": test_acc,
+               **self.window, "entropy_sphere": s_sphere, "entropy": s_total}
+        row |= measure.state_columns(
+            self.protocol, self.d, radius=stats["radius"], trace_cov=stats["trace_cov"],
+            full_grad_norm2=stats["full_grad_norm2"], lambda_eff=self.window["lambda_eff"])
+        first = list(measure.METRIC_COLUMNS)
+        return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}
+
+    def _finish(self, status: str, diverged_at: int | None) -> TrainResult:
+        metrics = pd.DataFrame(self.rows)
+        if metrics.empty:
+            metrics = pd.DataFrame(columns=list(measure.METRIC_COLUMNS), dtype=float)
+        train_s, measure_s = self.seconds["train"], self.seconds["measure"]
+        summary = {
+            "status": status,
+            "diverged_at": diverged_at,
+            "iterations_done": self.iteration,
+            "d": self.d,
+            "stationary_logs": self.config.stationary_logs,
+            "stationary": measure.stationary_summary(metrics, self.config.stationary_logs),
+            "train_seconds": train_s,
+            "measure_seconds": measure_s,
+            "measure_fraction": measure_s / train_s if train_s > 0 else None,
+            "config": self.config.to_dict(),
+        } | _io.provenance()
+        if self.out is not None:
+            self._write_metrics()
+            if status == "diverged":
+                self._save(self.out / "checkpoint.pt")
+            _io.write_json(self.out / "summary.json", summary)
+        return TrainResult(metrics, summary, self.out)
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _config_record(self) -> dict:
+        data = self.data
+        return {"config": self.config.to_dict(), "d": self.d, "device": str(self.device),
+                "num_train": data.num_train, "num_test": data.num_test,
+                "image_size": data.image_size, "in_channels": data.in_channels,
+                "num_classes": data.num_classes,
+                "log_iterations": self.schedule.tolist()} | _io.provenance()
+
+    def _write_metrics(self) -> None:
+        table = pd.DataFrame(self.rows)
+        _io.atomic_write(self.out / "metrics.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+
+    def _save(self, path: Path) -> None:
+        filled = min(self.iteration // self.config.queue_every, self.config.queue_size)
+        state = {
+            "iteration": self.iteration,
+            "w": self.w.cpu(),
+            "buffers": {k: v.cpu() for k, v in self.model.named_buffers()},
+            "generator": self.generator.get_state(),
+            "queue": self.queue[:filled].cpu(),
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "config": self.config.to_dict(),
+        }
+        _io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def _load(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.iteration = state["iteration"]
+        self.w.copy_(state["w"])
+        buffers = dict(self.model.named_buffers())
+        for k, v in state["buffers"].items():
+            buffers[k].copy_(v)
+        self.generator.set_state(state["generator"])
+        self.queue[: state["queue"].shape[0]].copy_(state["queue"])
+        self.rows = state["rows"]
+        self.seconds = state["seconds"]
