@@ -95,21 +95,25 @@ def test_pass_estimator_is_unbiased_over_random_partitions():
 @pytest.mark.parametrize("name,second", [("fixed-lr", 1e-3), ("fixed-elr", 1e-3),
                                          ("fixed-sphere", 2.0)])
 def test_state_columns_follow_the_protocols_theory(name, second):
-    d, trace, grad2, radius = 1001, 50.0, 2.0, 1.7
+    d, trace, grad2, stoch, radius = 1001, 50.0, 2.0, 60.0, 1.7
     protocol = make_protocol(name, 0.01, second)
     cols = measure.state_columns(protocol, d, radius=radius, trace_cov=trace,
-                                 full_grad_norm2=grad2, lambda_eff=3e-3)
+                                 full_grad_norm2=grad2, stoch_grad_norm2=stoch, lambda_eff=3e-3)
     sigma2 = trace / (d - 1)
     assert cols["sigma2"] == sigma2
     assert cols["temperature"] == pytest.approx(float(protocol.temperature(sigma2, d)))
     assert cols["volume"] == pytest.approx(radius**2 / 2)
-    if name == "fixed-lr":
+    if name == "fixed-lr":  # eq. 20 and 119
         assert cols["radius_theory"] == pytest.approx((0.01 * trace / (2 * second)) ** 0.25)
         assert cols["radius_theory_corrected"] == pytest.approx(
-            (0.01 * (trace + grad2) / (2 * second)) ** 0.25)
-    elif name == "fixed-elr":
+            (0.01 * stoch / (2 * second)) ** 0.25)
+        assert cols["radius_theory_corrected_logpoint"] == pytest.approx(
+            theory.corrected_radius_fixed_lr(0.01, second, trace, grad2))
+    elif name == "fixed-elr":  # eq. 12 and 120
         assert cols["radius_theory"] == pytest.approx((0.01 * trace / (2 * second)) ** 0.5)
         assert cols["radius_theory_corrected"] == pytest.approx(
+            (0.01 * stoch / (2 * second)) ** 0.5)
+        assert cols["radius_theory_corrected_logpoint"] == pytest.approx(
             theory.corrected_radius_fixed_elr(0.01, second, trace, grad2))
     else:
         assert cols["pressure"] == 3e-3 and cols["radius_theory"] == second
@@ -117,7 +121,9 @@ def test_state_columns_follow_the_protocols_theory(name, second):
         assert cols["lambda_eff_theory"] == pytest.approx(
             theory.ideal_gas_pressure(cols["temperature"], second**2 / 2, d))
         assert cols["lambda_eff_theory_corrected"] == pytest.approx(
-            0.01 * (trace + grad2) / (2 * second**2))
+            0.01 * stoch / (2 * second**2))
+        assert cols["lambda_eff_theory_corrected_logpoint"] == pytest.approx(
+            theory.corrected_effective_pressure(0.01, second, trace, grad2))
 
 
 def test_stationary_summary_skips_missing_entropy():

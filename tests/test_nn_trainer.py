@@ -163,3 +163,23 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, moment, uninterrupted)
     assert len(resumed) == 9
     pd.testing.assert_frame_equal(resumed, uninterrupted, check_exact=True)
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("protocol,lr,kw", PROTOCOLS)
+def test_cuda_training_steps_never_sync_with_the_host(protocol, lr, kw):
+    """Between log points nothing waits for the GPU: CUDA's sync debug mode raises on any
+    synchronizing call. The run then finishes on CUDA like on the CPU."""
+    data = load_dataset("digits", device="cuda")
+    config = TrainConfig(protocol=protocol, learning_rate=lr, **kw, **(SHORT | {"device": "cuda"}))
+    run = _Run(config, data, "cuda", None)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums = run._advance(60, _NoBar())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert run._close_window(sums, 60, 0) is None
+    result = train(config, dataset=data, progress=False)
+    assert result.summary["status"] == "finished"
+    assert np.isfinite(result.metrics["trace_cov"]).all()

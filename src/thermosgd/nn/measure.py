@@ -170,37 +170,48 @@ def queue_entropy(queue: torch.Tensor) -> tuple[float, float]:
     return s_sphere, float(theory.total_entropy(s_sphere, mean_norm, d))
 
 
-def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, lambda_eff) -> dict:
+def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, stoch_grad_norm2,
+                  lambda_eff) -> dict:
     """sigma^2, T, p, V and the predicted radius (SDE and appendix G) at one log point.
 
     sigma^2 = Tr Sigma / (d - 1) (eq. 4); T from the protocol (eq. 5, 13, 19); p = lambda, or the
-    measured lambda_eff on the sphere (eq. 83); V = r^2 / 2 with the measured r. On the sphere the
-    radius is fixed, and the predictions are those of lambda_eff (eq. 121).
+    measured lambda_eff on the sphere (eq. 83); V = r^2 / 2 with the measured r.
+
+    ``radius_theory`` is the SDE radius from the log point's Tr Sigma (eq. 12, 20, 119 right).
+    The appendix-G radius needs E||grad L_B(w_bar)||^2 = Tr Sigma + E||grad L(w_bar)||^2
+    (eq. 117): ``radius_theory_corrected`` takes it from the running mean over every training
+    step since the previous log (``stoch_grad_norm2``), and ``radius_theory_corrected_logpoint``
+    from the log point's own Tr Sigma + ||grad L||^2. Where training is bursty (loss spikes,
+    the periodic regime of appendix H) the expectation is dominated by rare steps that the single
+    log-point sample misses, and only the running mean estimates it well. On the sphere the
+    radius is fixed; the same three predictions are made for lambda_eff (eq. 121).
     """
     sigma2 = trace_cov / (d - 1)
     sphere = protocol.name == "fixed-sphere"
+    rate, second = float(protocol.rate), float(protocol.second)
     cols = {
         "sigma2": sigma2,
         "temperature": float(protocol.temperature(sigma2, d)),
-        "pressure": lambda_eff if sphere else float(protocol.second),
+        "pressure": lambda_eff if sphere else second,
         "volume": float(theory.volume(radius)),
         "radius_theory": float(protocol.stationary_radius(sigma2, d)),
-        "lambda_eff_theory": math.nan,
-        "lambda_eff_theory_corrected": math.nan,
     }
-    rate, second = float(protocol.rate), float(protocol.second)
     if sphere:
-        cols["radius_theory_corrected"] = second
-        cols["lambda_eff_theory"] = float(theory.effective_pressure_from_trace(rate, second,
-                                                                               trace_cov))
-        cols["lambda_eff_theory_corrected"] = float(theory.corrected_effective_pressure(
-            rate, second, trace_cov, full_grad_norm2))
-    elif protocol.name == "fixed-elr":
-        cols["radius_theory_corrected"] = float(theory.corrected_radius_fixed_elr(
-            rate, second, trace_cov, full_grad_norm2))
-    else:
-        cols["radius_theory_corrected"] = float(theory.corrected_radius_fixed_lr(
-            rate, second, trace_cov, full_grad_norm2))
+        # lambda_eff_discr = eta_eff / (2 r^2) * E||grad L_B(w_bar)||^2, i.e. Tr Sigma -> that
+        leff = theory.effective_pressure_from_trace
+        cols |= {"radius_theory_corrected": second, "radius_theory_corrected_logpoint": second,
+                 "lambda_eff_theory": float(leff(rate, second, trace_cov)),
+                 "lambda_eff_theory_corrected": float(leff(rate, second, stoch_grad_norm2)),
+                 "lambda_eff_theory_corrected_logpoint": float(
+                     leff(rate, second, trace_cov + full_grad_norm2))}
+        return cols
+    # r*_discr is r*_SDE with Tr Sigma replaced by Tr Sigma + E||grad L||^2 (eq. 119-120)
+    cols |= {"radius_theory_corrected": float(theory.stationary_radius_from_trace(
+                 protocol.name, rate, second, stoch_grad_norm2)),
+             "radius_theory_corrected_logpoint": float(theory.stationary_radius_from_trace(
+                 protocol.name, rate, second, trace_cov + full_grad_norm2)),
+             "lambda_eff_theory": math.nan, "lambda_eff_theory_corrected": math.nan,
+             "lambda_eff_theory_corrected_logpoint": math.nan}
     return cols
 
 

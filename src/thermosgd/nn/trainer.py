@@ -261,46 +261,51 @@ class _Run:
         return self._finish(status, diverged_at)
 
     def _segment(self, stop: int, bar) -> int | None:
-        """Train from self.iteration to ``stop``; return the first non-finite iteration, if any.
+        """Train from self.iteration to ``stop``; return the first non-finite iteration, if any."""
+        begin = self.iteration
+        sums = self._advance(stop, bar)
+        return self._close_window(sums, stop - begin, begin)
 
-        No host sync until the check at the end (a log point)."""
+    def _advance(self, stop: int, bar) -> dict:
+        """The training steps up to ``stop``: no host sync (tested under CUDA's sync debug mode).
+
+        Returns the device-side window sums."""
         cfg, proto = self.config, self.protocol
         x, y = self.data.train_x, self.data.train_y
-        begin = self.iteration
-        dev = self.device
-        stoch = torch.zeros((), dtype=torch.float64, device=dev)  # sum ||grad L_B(w_bar)||^2
-        batch_loss = torch.zeros((), dtype=torch.float64, device=dev)
-        leff = torch.zeros((), dtype=torch.float64, device=dev)  # sum of the eq. 83 terms
-        finite = torch.zeros((), dtype=torch.int64, device=dev)
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        sums = {"stoch": zero.clone(),  # sum of ||grad L_B(w_bar)||^2
+                "loss": zero.clone(), "leff": zero.clone(),  # sum of eq. 83's terms
+                "finite": torch.zeros((), dtype=torch.int64, device=self.device)}
         eta = float(proto.learning_rate_at(1.0)) if self.sphere else 0.0  # eta_eff r^2
         while self.iteration < stop:
             steps = min(_CHUNK, stop - self.iteration)
             batches = torch.randint(0, x.shape[0], (steps, cfg.batch_size),
-                                    generator=self.generator, device=dev)  # (steps, B)
+                                    generator=self.generator, device=self.device)  # (steps, B)
             for idx in batches:
                 loss = F.cross_entropy(self.model(x[idx]), y[idx])
                 g = torch.cat([gi.reshape(-1) for gi in torch.autograd.grad(loss, self.params)])
                 r2, g2 = self.w @ self.w, g @ g
-                stoch += r2 * g2  # P1: ||grad L_B(w_bar)||^2 = ||w||^2 ||grad L_B(w)||^2
-                batch_loss += loss.detach()
-                finite += torch.isfinite(loss)
+                sums["stoch"] += r2 * g2  # P1: ||grad L_B(w_bar)||^2 = ||w||^2 ||grad L_B(w)||^2
+                sums["loss"] += loss.detach()
+                sums["finite"] += torch.isfinite(loss)
                 if self.sphere:  # eq. 83 with ||w - eta g||^2 = r^2 - 2 eta w.g + eta^2 ||g||^2
                     moved = (r2 - 2 * eta * (self.w @ g) + eta**2 * g2).sqrt()
-                    leff += (moved - r2.sqrt()) / (eta * r2.sqrt())
+                    sums["leff"] += (moved - r2.sqrt()) / (eta * r2.sqrt())
                 self.w.copy_(proto.step(self.w, g))
                 self.iteration += 1
                 if self.iteration % cfg.queue_every == 0:
                     slot = (self.iteration // cfg.queue_every - 1) % cfg.queue_size
                     self.queue[slot].copy_(self.w)
                 bar.update(1)
-        n = stop - begin
-        # host sync: the log point
-        n_finite, ok, stoch, batch_loss, leff = (
-            int(finite), bool(torch.isfinite(self.w).all()), float(stoch) / n,
-            float(batch_loss) / n, float(leff) / n)
+        return sums
+
+    def _close_window(self, sums: dict, n: int, begin: int) -> int | None:
+        """At a log point (host sync): check for divergence and keep the window means."""
+        n_finite, ok = int(sums["finite"]), bool(torch.isfinite(self.w).all())
+        stoch, loss, leff = (float(sums[k]) / n for k in ("stoch", "loss", "leff"))
         if n_finite < n or not ok or not math.isfinite(stoch):
-            return begin + n_finite + 1 if n_finite < n else stop
-        self.window = {"stoch_grad_norm2": stoch, "batch_loss": batch_loss,
+            return begin + n_finite + 1 if n_finite < n else begin + n
+        self.window = {"stoch_grad_norm2": stoch, "batch_loss": loss,
                        "lambda_eff": leff if self.sphere else math.nan}
         return None
 
@@ -318,7 +323,8 @@ class _Run:
                **self.window, "entropy_sphere": s_sphere, "entropy": s_total}
         row |= measure.state_columns(
             self.protocol, self.d, radius=stats["radius"], trace_cov=stats["trace_cov"],
-            full_grad_norm2=stats["full_grad_norm2"], lambda_eff=self.window["lambda_eff"])
+            full_grad_norm2=stats["full_grad_norm2"],
+            stoch_grad_norm2=self.window["stoch_grad_norm2"], lambda_eff=self.window["lambda_eff"])
         first = list(measure.METRIC_COLUMNS)
         return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}
 
