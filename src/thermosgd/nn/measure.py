@@ -131,8 +131,9 @@ def gradient_statistics(model, params, x, y, *, batch_size: int, passes: int,
 
 
 def _pass_estimates(s, q, k, n, b):
-    """(Tr Sigma, ||grad L||^2) at w from K batch gradients with sum s and sum of squares q."""
-    mean2 = (s @ s) / k**2
+    """(Tr Sigma, ||grad L||^2) at w from K batch gradients with sum s (..., d) and sum of
+    squares q (...,); leading axes are configurations."""
+    mean2 = s.square().sum(-1) / k**2
     spread = q - k * mean2  # sum_k ||g_k - g_hat||^2
     trace = (n - 1) / n * spread / (k - 1)
     grad2 = torch.clamp(mean2 - trace / k * (n - k * b) / (n - 1), min=0.0)
@@ -140,8 +141,9 @@ def _pass_estimates(s, q, k, n, b):
 
 
 def _jackknife_variance(estimates):
+    """Delete-a-group jackknife variance; ``estimates`` (M, ...) with the groups first."""
     m = estimates.shape[0]
-    return (m - 1) / m * (estimates - estimates.mean()).square().sum()
+    return (m - 1) / m * (estimates - estimates.mean(0)).square().sum(0)
 
 
 @torch.no_grad()

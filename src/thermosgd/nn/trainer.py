@@ -311,74 +311,30 @@ class _Run:
 
     def _measure(self) -> dict:
         cfg = self.config
-        gen = torch.Generator(device=self.device).manual_seed(
-            int(np.random.SeedSequence((cfg.seed, self.iteration, 1)).generate_state(1)[0]))
+        gen = torch.Generator(device=self.device).manual_seed(measure_seed(cfg.seed, self.iteration))
         stats = measure.gradient_statistics(
             self.model, self.params, self.data.train_x, self.data.train_y,
             batch_size=cfg.batch_size, passes=cfg.measure_passes, generator=gen)
-        test_loss, test_acc = measure.evaluate(self.model, self.data.test_x, self.data.test_y)
+        test = measure.evaluate(self.model, self.data.test_x, self.data.test_y)
         filled = self.iteration // cfg.queue_every >= cfg.queue_size
-        s_sphere, s_total = measure.queue_entropy(self.queue) if filled else (math.nan, math.nan)
-        row = {"iteration": self.iteration, **stats, "test_loss": test_loss, "test_acc": test_acc,
-               **self.window, "entropy_sphere": s_sphere, "entropy": s_total}
-        row |= measure.state_columns(
-            self.protocol, self.d, radius=stats["radius"], trace_cov=stats["trace_cov"],
-            full_grad_norm2=stats["full_grad_norm2"],
-            stoch_grad_norm2=self.window["stoch_grad_norm2"], lambda_eff=self.window["lambda_eff"])
-        first = list(measure.METRIC_COLUMNS)
-        return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}
+        entropies = measure.queue_entropy(self.queue) if filled else (math.nan, math.nan)
+        return log_row(self.protocol, self.d, self.iteration, stats, test, self.window, entropies)
 
     def _finish(self, status: str, diverged_at: int | None) -> TrainResult:
-        metrics = pd.DataFrame(self.rows)
-        if metrics.empty:
-            metrics = pd.DataFrame(columns=list(measure.METRIC_COLUMNS), dtype=float)
-        train_s, measure_s = self.seconds["train"], self.seconds["measure"]
-        summary = {
-            "status": status,
-            "diverged_at": diverged_at,
-            "iterations_done": self.iteration,
-            "d": self.d,
-            "stationary_logs": self.config.stationary_logs,
-            "stationary": measure.stationary_summary(metrics, self.config.stationary_logs),
-            "train_seconds": train_s,
-            "measure_seconds": measure_s,
-            "measure_fraction": measure_s / train_s if train_s > 0 else None,
-            "config": self.config.to_dict(),
-        } | _io.provenance()
-        if self.out is not None:
-            self._write_metrics()
-            if status == "diverged":
-                self._save(self.out / "checkpoint.pt")
-            _io.write_json(self.out / "summary.json", summary)
-        return TrainResult(metrics, summary, self.out)
-
-    # --- files ------------------------------------------------------------------------------
+        return finish(self.config, self.out, self.rows, status=status, diverged_at=diverged_at,
+                      iteration=self.iteration, d=self.d, seconds=self.seconds)
 
     def _config_record(self) -> dict:
-        data = self.data
-        return {"config": self.config.to_dict(), "d": self.d, "device": str(self.device),
-                "num_train": data.num_train, "num_test": data.num_test,
-                "image_size": data.image_size, "in_channels": data.in_channels,
-                "num_classes": data.num_classes,
-                "log_iterations": self.schedule.tolist()} | _io.provenance()
+        return config_record(self.config, self.data, self.d, self.device, self.schedule)
 
     def _write_metrics(self) -> None:
-        table = pd.DataFrame(self.rows)
-        _io.atomic_write(self.out / "metrics.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        write_metrics(self.out, self.rows)
 
     def _save(self, path: Path) -> None:
-        filled = min(self.iteration // self.config.queue_every, self.config.queue_size)
-        state = {
-            "iteration": self.iteration,
-            "w": self.w.cpu(),
-            "buffers": {k: v.cpu() for k, v in self.model.named_buffers()},
-            "generator": self.generator.get_state(),
-            "queue": self.queue[:filled].cpu(),
-            "rows": self.rows,
-            "seconds": self.seconds,
-            "config": self.config.to_dict(),
-        }
-        _io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+        save_checkpoint(path, config=self.config, iteration=self.iteration, w=self.w,
+                        buffers=dict(self.model.named_buffers()),
+                        generator_state=self.generator.get_state(), queue=self.queue,
+                        rows=self.rows, seconds=self.seconds)
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -391,3 +347,81 @@ class _Run:
         self.queue[: state["queue"].shape[0]].copy_(state["queue"])
         self.rows = state["rows"]
         self.seconds = state["seconds"]
+
+
+# --- pieces shared with the batched engine: one file format whichever engine ran ---------------
+
+
+def measure_seed(seed: int, iteration: int) -> int:
+    """Seed of the measurement pass's permutation at a log point: its own stream, so measuring
+    never perturbs the mini-batch stream."""
+    return int(np.random.SeedSequence((seed, iteration, 1)).generate_state(1)[0])
+
+
+def log_row(protocol, d, iteration, stats, test, window, entropies) -> dict:
+    """One metrics row: issue 3's columns first, then the extras."""
+    row = {"iteration": iteration, **stats, "test_loss": test[0], "test_acc": test[1], **window,
+           "entropy_sphere": entropies[0], "entropy": entropies[1]}
+    row |= measure.state_columns(
+        protocol, d, radius=stats["radius"], trace_cov=stats["trace_cov"],
+        full_grad_norm2=stats["full_grad_norm2"], stoch_grad_norm2=window["stoch_grad_norm2"],
+        lambda_eff=window["lambda_eff"])
+    first = list(measure.METRIC_COLUMNS)
+    return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}
+
+
+def config_record(config: TrainConfig, data: Dataset, d: int, device, schedule) -> dict:
+    """The content of a run directory's config.json."""
+    return {"config": config.to_dict(), "d": d, "device": str(device),
+            "num_train": data.num_train, "num_test": data.num_test,
+            "image_size": data.image_size, "in_channels": data.in_channels,
+            "num_classes": data.num_classes,
+            "log_iterations": np.asarray(schedule).tolist()} | _io.provenance()
+
+
+def write_metrics(out: Path, rows: list[dict]) -> None:
+    table = pd.DataFrame(rows)
+    _io.atomic_write(out / "metrics.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_state, queue, rows,
+                    seconds) -> None:
+    """Everything a resumed run needs to continue bit for bit; ``queue`` (N, d) is cut to the
+    snapshots taken so far."""
+    filled = min(iteration // config.queue_every, config.queue_size)
+    state = {
+        "iteration": iteration,
+        "w": w.detach().cpu(),
+        "buffers": {k: v.detach().cpu() for k, v in buffers.items()},
+        "generator": generator_state,
+        "queue": queue[:filled].cpu(),
+        "rows": rows,
+        "seconds": seconds,
+        "config": config.to_dict(),
+    }
+    _io.atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def finish(config: TrainConfig, out: Path | None, rows: list[dict], *, status: str,
+           diverged_at: int | None, iteration: int, d: int, seconds: dict) -> TrainResult:
+    """Stationary summary, and with ``out`` the final metrics.parquet and summary.json."""
+    metrics = pd.DataFrame(rows)
+    if metrics.empty:
+        metrics = pd.DataFrame(columns=list(measure.METRIC_COLUMNS), dtype=float)
+    train_s, measure_s = seconds["train"], seconds["measure"]
+    summary = {
+        "status": status,
+        "diverged_at": diverged_at,
+        "iterations_done": iteration,
+        "d": d,
+        "stationary_logs": config.stationary_logs,
+        "stationary": measure.stationary_summary(metrics, config.stationary_logs),
+        "train_seconds": train_s,
+        "measure_seconds": measure_s,
+        "measure_fraction": measure_s / train_s if train_s > 0 else None,
+        "config": config.to_dict(),
+    } | _io.provenance()
+    if out is not None:
+        write_metrics(out, rows)
+        _io.write_json(out / "summary.json", summary)
+    return TrainResult(metrics, summary, out)
