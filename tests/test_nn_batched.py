@@ -1,0 +1,171 @@
+"""The batched engine against the single-run trainer: steps, measurements, trajectories, files.
+
+vmap evaluates the convolutions with a different floating-point summation order, so results are
+not bitwise equal; each tolerance below says where its size comes from.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from thermosgd.nn import measure
+from thermosgd.nn.batched import _Batch, train_batched
+from thermosgd.nn.data import load_dataset
+from thermosgd.nn.trainer import TrainConfig, _Run, train
+
+SHORT = dict(model="convnet", width=2, iterations=120, log_every=40, log_linear_until=200,
+             log_points=2, queue_size=4, queue_every=10, stationary_logs=2, device="cpu")
+GRIDS = [("fixed-lr", (0.005, 0.01, 0.02), {"weight_decay": 1e-2}),
+         ("fixed-elr", (0.002, 0.005, 0.01), {"weight_decay": 1e-2}),
+         ("fixed-sphere", (0.002, 0.005, 0.01), {"radius": 2.0})]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+
+def _configs(protocol, rates, kw, g):
+    return [TrainConfig(protocol=protocol, learning_rate=lr, seed=i, **kw, **SHORT)
+            for i, lr in enumerate(rates[:g])]
+
+
+def _batch(configs, data):
+    return _Batch(configs, [None] * len(configs), data, "cpu", queue_device=None,
+                  queue_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("g", [1, 3])
+@pytest.mark.parametrize("protocol,rates,kw", GRIDS)
+def test_first_step_matches_the_single_run_trainer(digits, protocol, rates, kw, g):
+    """Same start (bitwise), same mini-batch, same update: after one step the weights agree to
+    float32 rounding of the gradient (vmap's convolution sums differ by a few ulps). Later steps
+    are compared by the drift test below: a ulp can flip a max-pool's argmax or a ReLU, and the
+    gradient then changes by O(1) in a few coordinates (seen from step 2 at eta = 0.02)."""
+    configs = _configs(protocol, rates, kw, g)
+    batch = _batch(configs, digits)
+    runs = [_Run(c, digits, "cpu", None) for c in configs]
+    for j, run in enumerate(runs):
+        assert torch.equal(run.w, batch.W[j])
+    batch._advance(1, _NoBar())
+    for j, run in enumerate(runs):
+        run._advance(1, _NoBar())
+        torch.testing.assert_close(batch.W[j], run.w, rtol=0, atol=5e-6 * float(run.w.norm()))
+        for name, buf in run.model.named_buffers():
+            if buf.is_floating_point():
+                torch.testing.assert_close(batch.buffers[name][j], buf, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol,rates,kw", GRIDS)
+def test_measurements_match_on_the_same_weights(digits, protocol, rates, kw):
+    """Given identical weights, the batched log point equals the single-run one up to float32
+    gradient rounding (relative 1e-6 per gradient, far below 1e-3 after the estimators)."""
+    configs = _configs(protocol, rates, kw, 3)
+    batch = _batch(configs, digits)
+    runs = [_Run(c, digits, "cpu", None) for c in configs]
+    for run in runs:
+        run._segment(40, _NoBar())
+    with torch.no_grad():
+        batch.W.copy_(torch.stack([run.w for run in runs]))
+        for name in batch.buffers:
+            batch.buffers[name].copy_(torch.stack(
+                [dict(run.model.named_buffers())[name] for run in runs]))
+        batch.queue.copy_(torch.stack([run.queue for run in runs]))
+    batch.iteration = 40
+    batch.windows = [run.window for run in runs]
+    rows = batch._measure()
+    for run, row in zip(runs, rows):
+        single = run._measure()
+        assert list(row) == list(single)
+        for key, value in single.items():
+            assert row[key] == pytest.approx(value, rel=1e-3, abs=1e-9, nan_ok=True), key
+
+
+def test_trajectories_stay_within_the_trainers_own_rounding_sensitivity(digits):
+    """Over 120 steps the early, chaotic phase amplifies any rounding difference. The single-run
+    trainer started from weights perturbed by 1e-7 (relative, about one float32 ulp) drifts as
+    far: the batched run must stay within 10x that drift of the single-run trajectory."""
+    configs = _configs("fixed-elr", GRIDS[1][1], GRIDS[1][2], 3)
+    batch = _batch(configs, digits)
+    batch._advance(120, _NoBar())
+    for j, config in enumerate(configs):
+        run, nudged = _Run(config, digits, "cpu", None), _Run(config, digits, "cpu", None)
+        with torch.no_grad():
+            noise = torch.randn(nudged.d, generator=torch.Generator().manual_seed(j))
+            nudged.w.mul_(1 + 1e-7 * noise)
+        run._advance(120, _NoBar())
+        nudged._advance(120, _NoBar())
+        drift = float((nudged.w - run.w).norm())
+        assert float((batch.W[j] - run.w).norm()) <= 10 * drift + 1e-6 * float(run.w.norm())
+
+
+def test_batched_runs_write_the_single_run_format(digits, tmp_path):
+    configs = _configs("fixed-sphere", GRIDS[2][1], GRIDS[2][2], 2)
+    outs = [tmp_path / f"b{i}" for i in range(2)]
+    results = train_batched(configs, outs, dataset=digits, progress=False)
+    single = train(configs[0], tmp_path / "s0", dataset=digits, progress=False)
+    for out in outs:
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            p.name for p in (tmp_path / "s0").iterdir())
+    record_b = json.loads((outs[0] / "config.json").read_text())
+    record_s = json.loads((tmp_path / "s0" / "config.json").read_text())
+    assert set(record_b) == set(record_s) and record_b["config"] == record_s["config"]
+    summary_b = json.loads((outs[0] / "summary.json").read_text())
+    assert set(summary_b) == set(single.summary) and summary_b["status"] == "finished"
+    metrics_b = pd.read_parquet(outs[0] / "metrics.parquet")
+    assert list(metrics_b.columns) == list(single.metrics.columns)
+    assert list(metrics_b.columns[:len(measure.METRIC_COLUMNS)]) == list(measure.METRIC_COLUMNS)
+    assert metrics_b["iteration"].tolist() == single.metrics["iteration"].tolist()
+    np.testing.assert_allclose(metrics_b["radius"], 2.0, rtol=1e-5)
+    assert [r.summary["status"] for r in results] == ["finished", "finished"]
+    # a second call reads the finished runs back
+    again = train_batched(configs, outs, dataset=digits, progress=False)
+    pd.testing.assert_frame_equal(again[1].metrics, results[1].metrics)
+
+
+def test_a_diverging_configuration_leaves_the_batch(digits, tmp_path):
+    """eta_eff = 50 blows up within the first window; its neighbours finish as if alone."""
+    configs = [TrainConfig(protocol="fixed-elr", learning_rate=lr, weight_decay=0.1, seed=i,
+                           **SHORT) for i, lr in enumerate((0.005, 50.0, 0.01))]
+    outs = [tmp_path / f"r{i}" for i in range(3)]
+    results = train_batched(configs, outs, dataset=digits, progress=False)
+    assert [r.summary["status"] for r in results] == ["finished", "diverged", "finished"]
+    assert 1 <= results[1].summary["diverged_at"] <= 40
+    alone = train(configs[2], dataset=digits, progress=False)
+    np.testing.assert_allclose(results[2].metrics["radius"], alone.metrics["radius"], rtol=1e-2)
+    assert json.loads((outs[1] / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_max_batch_and_resume_from_checkpoints(digits, tmp_path):
+    """max_batch splits the grid; a second call after a partial run (one configuration's
+    checkpoint removed mid-way, as after a kill) resumes each group from its own iteration."""
+    configs = _configs("fixed-lr", GRIDS[0][1], GRIDS[0][2], 3)
+    outs = [tmp_path / f"r{i}" for i in range(3)]
+    first = train_batched(configs, outs, dataset=digits, progress=False, max_batch=2,
+                          checkpoint_every=0)
+    # pretend the run was killed: drop the summaries, roll r1 back to no checkpoint
+    for out in outs:
+        (out / "summary.json").unlink()
+    (outs[1] / "checkpoint.pt").unlink()
+    again = train_batched(configs, outs, dataset=digits, progress=False, checkpoint_every=0)
+    for a, b in zip(first, again):
+        assert b.summary["status"] == "finished"
+        assert b.metrics["iteration"].tolist() == a.metrics["iteration"].tolist()
+    # r0 and r2 resumed from their final checkpoint: nothing re-run, metrics unchanged
+    pd.testing.assert_frame_equal(again[0].metrics, first[0].metrics)
+
+
+def test_mixed_architectures_are_refused(digits):
+    a = TrainConfig(protocol="fixed-lr", learning_rate=0.01, weight_decay=1e-3, **SHORT)
+    b = TrainConfig(protocol="fixed-lr", learning_rate=0.01, weight_decay=1e-3,
+                    **(SHORT | {"width": 4}))
+    with pytest.raises(ValueError, match="must share width"):
+        train_batched([a, b], dataset=digits, progress=False)
