@@ -148,3 +148,29 @@ def test_train_bad_input_exits_2_and_leaves_no_run_directory(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_train_grid_runs_as_a_batch(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "0.02", "--wd", "0.01",
+                 "0.02", "--max-batch", "3", "--out", str(out), *TRAIN_TINY]) == 0
+    assert "4 runs finished, 0 diverged" in capsys.readouterr().out
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["fixed-lr_lr0.01_wd0.01_seed0", "fixed-lr_lr0.01_wd0.02_seed0",
+                    "fixed-lr_lr0.02_wd0.01_seed0", "fixed-lr_lr0.02_wd0.02_seed0"]
+    for run in runs:
+        summary = json.loads((out / run / "summary.json").read_text())
+        assert summary["status"] == "finished"
+        assert len(pd.read_parquet(out / run / "metrics.parquet")) == 3
+    # the same command again: everything is read back, nothing retrained
+    assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "0.02", "--wd", "0.01",
+                 "0.02", "--out", str(out), *TRAIN_TINY]) == 0
+
+
+def test_train_grid_bad_value_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "grid"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "-0.02", "--wd", "0.01",
+              "--out", str(out), "--no-progress"])
+    assert exc.value.code == 2 and "learning rate" in capsys.readouterr().err
+    assert not out.exists()

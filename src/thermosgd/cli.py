@@ -90,15 +90,22 @@ def _add_train_parser(sub):
     tr.add_argument("--samples-per-class", type=int, default=None, help="seeded training subset")
     tr.add_argument("--image-size", type=int, default=None, help="resize inputs (>= 8 px)")
     tr.add_argument("--protocol", required=True, help="fixed-lr, fixed-elr or fixed-sphere")
-    tr.add_argument("--lr", type=float, required=True,
-                    help="eta (fixed-lr) or eta_eff (fixed-elr, fixed-sphere)")
-    tr.add_argument("--wd", type=float, default=None, help="lambda (fixed-lr, fixed-elr)")
-    tr.add_argument("--radius", type=float, default=None, help="r (fixed-sphere)")
-    tr.add_argument("--out", required=True, help="run directory (new, empty, or this run's)")
+    tr.add_argument("--lr", type=float, nargs="+", required=True,
+                    help="eta (fixed-lr) or eta_eff (fixed-elr, fixed-sphere); several values "
+                         "(with several --wd, --radius or --seed) train their grid as a batch")
+    tr.add_argument("--wd", type=float, nargs="+", default=None,
+                    help="lambda (fixed-lr, fixed-elr)")
+    tr.add_argument("--radius", type=float, nargs="+", default=None, help="r (fixed-sphere)")
+    tr.add_argument("--seed", type=int, nargs="+", default=[0], help="mini-batch stream(s)")
+    tr.add_argument("--out", required=True,
+                    help="run directory (new, empty, or this run's); for a grid, the directory "
+                         "that holds one run directory per configuration")
+    tr.add_argument("--max-batch", type=int, default=None,
+                    help="most configurations trained at once by the batched engine (default all)")
     g = tr.add_argument_group("length, seeds and measurement (paper defaults)")
     for name, kind, text in (
             ("iterations", int, "SGD steps"), ("batch_size", int, "B"),
-            ("seed", int, "mini-batch stream"), ("init_seed", int, "initial weights"),
+            ("init_seed", int, "initial weights"),
             ("head_seed", int, "frozen head"), ("bn_eps", float, "BatchNorm eps"),
             ("queue_size", int, "N, snapshots for the entropy"),
             ("queue_every", int, "iterations between snapshots"),
@@ -145,29 +152,64 @@ def _prepare(args):
 
 
 def _prepare_train(args, progress):
+    import itertools
+    from pathlib import Path
+
+    from thermosgd import _io
     from thermosgd.nn import trainer
 
     names = ("model", "width", "dataset", "data", "samples_per_class", "image_size", "protocol",
-             "iterations", "batch_size", "seed", "init_seed", "head_seed", "bn_eps", "queue_size",
+             "iterations", "batch_size", "init_seed", "head_seed", "bn_eps", "queue_size",
              "queue_every", "log_every", "log_linear_until", "log_points", "stationary_logs",
-             "measure_passes", "device", "radius")
-    config = trainer.TrainConfig(learning_rate=args.lr, weight_decay=args.wd,
-                                 **{n: getattr(args, n) for n in names})
+             "measure_passes", "device")
+    shared = {n: getattr(args, n) for n in names}
+    configs = [trainer.TrainConfig(learning_rate=lr, weight_decay=wd, radius=r, seed=seed,
+                                   **shared)
+               for lr, wd, r, seed in itertools.product(args.lr, args.wd or [None],
+                                                        args.radius or [None], args.seed)]
     if not args.checkpoint_every >= 0:
         raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
-    trainer.prepare(config, args.out)
-    device = trainer.resolve_device(config.device)
-    data = trainer.load_data(config, device)  # a missing or bad archive fails here, unwritten
+    if args.max_batch is not None and args.max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if len(configs) == 1:
+        outs = [Path(args.out)]
+    else:
+        _io.check_output_dir(args.out, GRID_KIND)
+        outs = [Path(args.out) / _run_name(c) for c in configs]
+    for config, out in zip(configs, outs):
+        trainer.prepare(config, out)
+    device = trainer.resolve_device(configs[0].device)
+    data = trainer.load_data(configs[0], device)  # a missing or bad archive fails here, unwritten
 
     def job():
-        result = trainer.train(config, args.out, dataset=data, progress=progress,
-                               checkpoint_every=args.checkpoint_every)
-        s = result.summary
-        if s["status"] == "diverged":
-            return f"diverged at iteration {s['diverged_at']}; wrote {args.out}"
-        return f"finished {s['iterations_done']} iterations; wrote {args.out}"
+        if len(configs) == 1:
+            results = [trainer.train(configs[0], outs[0], dataset=data, progress=progress,
+                                     checkpoint_every=args.checkpoint_every)]
+        else:
+            from thermosgd.nn.batched import train_batched
+
+            _io.claim_output_dir(args.out, GRID_KIND, {"runs": [o.name for o in outs]})
+            results = train_batched(configs, outs, dataset=data, progress=progress,
+                                    checkpoint_every=args.checkpoint_every,
+                                    max_batch=args.max_batch)
+        diverged = [r for r in results if r.summary["status"] == "diverged"]
+        if len(results) == 1 and diverged:
+            return f"diverged at iteration {diverged[0].summary['diverged_at']}; wrote {args.out}"
+        if len(results) == 1:
+            return f"finished {results[0].summary['iterations_done']} iterations; wrote {args.out}"
+        return (f"{len(results) - len(diverged)} runs finished, {len(diverged)} diverged; "
+                f"wrote {len(results)} run directories under {args.out}")
 
     return job
+
+
+GRID_KIND = "train-grid"  # manifest kind of a directory holding one run per configuration
+
+
+def _run_name(config) -> str:
+    second = (f"r{config.radius:g}" if config.protocol == "fixed-sphere"
+              else f"wd{config.weight_decay:g}")
+    return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
 
 
 def main(argv=None) -> int:
