@@ -20,11 +20,13 @@ floating-point sums); trajectories stay within ~1e-5 relative over the short run
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
@@ -117,10 +119,6 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
 
 
 def _finished(out: Path | None) -> TrainResult | None:
-    import json
-
-    import pandas as pd
-
     if out is None or not (out / "summary.json").is_file():
         return None
     summary = json.loads((out / "summary.json").read_text())
@@ -329,50 +327,17 @@ class _Batch:
 
     def _gradient_statistics(self, gens) -> list[dict]:
         """``measure.gradient_statistics`` for every active configuration at once."""
-        cfg = self.configs[0]
         x, y = self.data.train_x, self.data.train_y
-        n, b = x.shape[0], cfg.batch_size
-        k = n // b
-        if k < 2:
-            raise ValueError(f"the training set has {n} samples: need at least two batches of {b}")
-        groups = min(measure._JACKKNIFE_GROUPS, k)
-        g_count, dev = len(self.active), self.device
         buffers = {name: t.clone() for name, t in self.buffers.items()}  # leave the run's alone
-        r2 = self.W.square().sum(1).double()  # (G,)
-        loss_sum = torch.zeros(g_count, dtype=torch.float64, device=dev)
-        correct = torch.zeros(g_count, dtype=torch.int64, device=dev)
-        traces, grads2, variances = [], [], []
-        counts = torch.bincount(torch.arange(k) % groups, minlength=groups).to(dev, torch.float64)
-        for _ in range(cfg.measure_passes):
-            order = torch.stack([torch.randperm(n, generator=gen, device=dev)[: k * b]
-                                 for gen in gens]).view(g_count, k, b)  # (G, K, B)
-            s = torch.zeros(g_count, groups, self.d, dtype=torch.float64, device=dev)
-            q = torch.zeros(g_count, groups, dtype=torch.float64, device=dev)
-            for i in range(k):
-                idx = order[:, i]  # (G, B)
-                g, (loss, logits) = self._grad(self.W, buffers, x[idx], y[idx])
-                g = g.double()
-                s[:, i % groups] += g
-                q[:, i % groups] += g.square().sum(1)
-                loss_sum += loss.detach().double()
-                correct += (logits.argmax(-1) == y[idx]).sum(1)
-            total_s, total_q = s.sum(1), q.sum(1)
-            trace, grad2 = measure._pass_estimates(total_s, total_q, float(k), n, b)
-            drop = torch.stack([measure._pass_estimates(
-                total_s - s[:, j], total_q - q[:, j], float(k) - counts[j], n, b)[0]
-                for j in range(groups)])  # (M, G)
-            traces.append(trace)
-            grads2.append(grad2)
-            variances.append(measure._jackknife_variance(drop) if groups >= 2
-                             else torch.full_like(trace, math.nan))
-        passes = cfg.measure_passes
-        table = torch.stack([
-            loss_sum / (passes * k), correct.double() / (passes * k * b),
-            r2 * torch.stack(grads2).mean(0), r2 * torch.stack(traces).mean(0),
-            r2 * torch.stack(variances).sum(0).sqrt() / passes, r2.sqrt()], dim=1).cpu()
-        keys = ("train_loss", "train_acc", "full_grad_norm2", "trace_cov", "trace_cov_se",
-                "radius")
-        return [dict(zip(keys, row)) for row in table.tolist()]
+
+        def batch_gradients(idx):  # (G, B)
+            g, (loss, logits) = self._grad(self.W, buffers, x[idx], y[idx])
+            return g, loss.detach(), (logits.argmax(-1) == y[idx]).sum(1)
+
+        cfg = self.configs[0]
+        return measure.batched_gradient_statistics(
+            batch_gradients, self.W.square().sum(1), n=x.shape[0], d=self.d,
+            batch_size=cfg.batch_size, passes=cfg.measure_passes, generators=gens)
 
     @torch.no_grad()
     def _evaluate(self, batch_size: int = 1000) -> list[tuple[float, float]]:

@@ -86,48 +86,72 @@ def gradient_statistics(model, params, x, y, *, batch_size: int, passes: int,
     running statistics are restored afterwards so the measurement does not touch the run.
     ``params``: the scale-invariant parameters. Returns floats (one host sync, at the end).
     """
-    n = x.shape[0]
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+
+    def batch_gradients(idx):  # (1, B) -> (1, d), (1,), (1,)
+        logits = model(x[idx[0]])
+        loss = F.cross_entropy(logits, y[idx[0]])
+        correct = (logits.argmax(1) == y[idx[0]]).sum()
+        return _flat_grad(loss, params)[None], loss.detach()[None], correct[None]
+
+    r2 = sum(p.detach().square().sum() for p in params)[None]  # ||w||^2, (1,)
+    d = sum(p.numel() for p in params)
+    try:
+        return batched_gradient_statistics(batch_gradients, r2, n=x.shape[0], d=d,
+                                           batch_size=batch_size, passes=passes,
+                                           generators=[generator])[0]
+    finally:
+        for name, b in model.named_buffers():
+            b.copy_(saved[name])
+
+
+def batched_gradient_statistics(batch_gradients, r2, *, n: int, d: int, batch_size: int,
+                                passes: int, generators: list) -> list[dict]:
+    """:func:`gradient_statistics` for G configurations at once.
+
+    ``batch_gradients(idx)`` takes batch indices (G, B) (one batch per configuration) and returns
+    the gradients at w (G, d), the losses (G,) and the numbers of correct predictions (G,);
+    ``r2`` (G,) holds ||w||^2; ``generators`` one per configuration, for its permutations.
+    Returns one dict of floats per configuration (one host sync, at the end).
+    """
     k = n // batch_size
     if k < 2:
         raise ValueError(f"the training set has {n} samples: need at least two batches of "
                          f"{batch_size} to estimate Tr Sigma; use a smaller batch size")
     groups = min(_JACKKNIFE_GROUPS, k)
-    saved = {name: b.clone() for name, b in model.named_buffers()}
-    r2 = sum(p.detach().square().sum() for p in params)  # ||w||^2, 0-d tensor
-    d = sum(p.numel() for p in params)
-    device = x.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    g_count, device = len(generators), r2.device
+    loss_sum = torch.zeros(g_count, dtype=torch.float64, device=device)
+    correct = torch.zeros(g_count, dtype=torch.int64, device=device)
+    counts = torch.bincount(torch.arange(k) % groups, minlength=groups).to(device, torch.float64)
     traces, grads2, variances = [], [], []
     for _ in range(passes):
-        order = torch.randperm(n, generator=generator, device=device)[: k * batch_size]
-        s = torch.zeros(groups, d, dtype=torch.float64, device=device)  # (M, d) sums of g_k
-        q = torch.zeros(groups, dtype=torch.float64, device=device)  # (M,) sums of ||g_k||^2
-        for i, idx in enumerate(order.view(k, batch_size)):
-            logits = model(x[idx])
-            loss = F.cross_entropy(logits, y[idx])
-            g = _flat_grad(loss, params).double()
-            s[i % groups] += g
-            q[i % groups] += g @ g
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y[idx]).sum()
-        counts = torch.bincount(torch.arange(k) % groups, minlength=groups).to(device, torch.float64)
-        trace, grad2 = _pass_estimates(s.sum(0), q.sum(), float(k), n, batch_size)
-        drop = [_pass_estimates(s.sum(0) - s[j], q.sum() - q[j], float(k) - counts[j], n,
-                                batch_size)[0] for j in range(groups)]
+        order = torch.stack([torch.randperm(n, generator=gen, device=device)[: k * batch_size]
+                             for gen in generators]).view(g_count, k, batch_size)  # (G, K, B)
+        s = torch.zeros(g_count, groups, d, dtype=torch.float64, device=device)  # sums of g_k
+        q = torch.zeros(g_count, groups, dtype=torch.float64, device=device)  # of ||g_k||^2
+        for i in range(k):
+            g, loss, right = batch_gradients(order[:, i])
+            g = g.double()
+            s[:, i % groups] += g
+            q[:, i % groups] += g.square().sum(1)
+            loss_sum += loss.double()
+            correct += right
+        total_s, total_q = s.sum(1), q.sum(1)
+        trace, grad2 = _pass_estimates(total_s, total_q, float(k), n, batch_size)
+        drop = torch.stack([_pass_estimates(total_s - s[:, j], total_q - q[:, j],
+                                            float(k) - counts[j], n, batch_size)[0]
+                            for j in range(groups)])  # (M, G)
         traces.append(trace)
         grads2.append(grad2)
-        variances.append(_jackknife_variance(torch.stack(drop)) if groups >= 2 else
-                         torch.full((), math.nan, dtype=torch.float64, device=device))
-    for name, b in model.named_buffers():
-        b.copy_(saved[name])
+        variances.append(_jackknife_variance(drop) if groups >= 2
+                         else torch.full_like(trace, math.nan))
     r2 = r2.double()
-    out = torch.stack([  # one host sync for all of it
+    table = torch.stack([  # (G, 6), one host sync for all of it
         loss_sum / (passes * k), correct.double() / (passes * k * batch_size),
-        r2 * torch.stack(grads2).mean(), r2 * torch.stack(traces).mean(),
-        r2 * torch.stack(variances).sum().sqrt() / passes, r2.sqrt()]).cpu().tolist()
+        r2 * torch.stack(grads2).mean(0), r2 * torch.stack(traces).mean(0),
+        r2 * torch.stack(variances).sum(0).sqrt() / passes, r2.sqrt()], dim=1).cpu()
     keys = ("train_loss", "train_acc", "full_grad_norm2", "trace_cov", "trace_cov_se", "radius")
-    return dict(zip(keys, out))
+    return [dict(zip(keys, row)) for row in table.tolist()]
 
 
 def _pass_estimates(s, q, k, n, b):
