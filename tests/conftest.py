@@ -20,3 +20,21 @@ def _fixed_seeds():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when a test drives a trainer's loop directly."""
+
+    def update(self, n):
+        pass
+
+
+NO_BAR = _NoBar()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits, loaded once for every network test."""
+    from thermosgd.nn.data import load_dataset
+
+    return load_dataset("digits")

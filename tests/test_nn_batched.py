@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import NO_BAR
 from thermosgd.nn import measure
 from thermosgd.nn.batched import _Batch, train_batched
-from thermosgd.nn.data import load_dataset
 from thermosgd.nn.trainer import TrainConfig, _Run, train
 
 SHORT = dict(model="convnet", width=2, iterations=120, log_every=40, log_linear_until=200,
@@ -21,16 +21,6 @@ SHORT = dict(model="convnet", width=2, iterations=120, log_every=40, log_linear_
 GRIDS = [("fixed-lr", (0.005, 0.01, 0.02), {"weight_decay": 1e-2}),
          ("fixed-elr", (0.002, 0.005, 0.01), {"weight_decay": 1e-2}),
          ("fixed-sphere", (0.002, 0.005, 0.01), {"radius": 2.0})]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-class _NoBar:
-    def update(self, n):
-        pass
 
 
 def _configs(protocol, rates, kw, g):
@@ -55,9 +45,9 @@ def test_first_step_matches_the_single_run_trainer(digits, protocol, rates, kw, 
     runs = [_Run(c, digits, "cpu", None) for c in configs]
     for j, run in enumerate(runs):
         assert torch.equal(run.w, batch.W[j])
-    batch._advance(1, _NoBar())
+    batch._advance(1, NO_BAR)
     for j, run in enumerate(runs):
-        run._advance(1, _NoBar())
+        run._advance(1, NO_BAR)
         torch.testing.assert_close(batch.W[j], run.w, rtol=0, atol=5e-6 * float(run.w.norm()))
         for name, buf in run.model.named_buffers():
             if buf.is_floating_point():
@@ -72,7 +62,7 @@ def test_measurements_match_on_the_same_weights(digits, protocol, rates, kw):
     batch = _batch(configs, digits)
     runs = [_Run(c, digits, "cpu", None) for c in configs]
     for run in runs:
-        run._segment(40, _NoBar())
+        run._segment(40, NO_BAR)
     with torch.no_grad():
         batch.W.copy_(torch.stack([run.w for run in runs]))
         for name in batch.buffers:
@@ -95,14 +85,14 @@ def test_trajectories_stay_within_the_trainers_own_rounding_sensitivity(digits):
     far: the batched run must stay within 10x that drift of the single-run trajectory."""
     configs = _configs("fixed-elr", GRIDS[1][1], GRIDS[1][2], 3)
     batch = _batch(configs, digits)
-    batch._advance(120, _NoBar())
+    batch._advance(120, NO_BAR)
     for j, config in enumerate(configs):
         run, nudged = _Run(config, digits, "cpu", None), _Run(config, digits, "cpu", None)
         with torch.no_grad():
             noise = torch.randn(nudged.d, generator=torch.Generator().manual_seed(j))
             nudged.w.mul_(1 + 1e-7 * noise)
-        run._advance(120, _NoBar())
-        nudged._advance(120, _NoBar())
+        run._advance(120, NO_BAR)
+        nudged._advance(120, NO_BAR)
         drift = float((nudged.w - run.w).norm())
         assert float((batch.W[j] - run.w).norm()) <= 10 * drift + 1e-6 * float(run.w.norm())
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import NO_BAR
 from thermosgd import theory
 from thermosgd.nn import measure
 from thermosgd.nn.data import load_dataset
@@ -26,16 +27,6 @@ SHORT = {"model": "convnet", "width": 2, "iterations": 300, "log_every": 50, "lo
 PROTOCOLS = [("fixed-lr", 0.1, {"weight_decay": 1e-2}),
              ("fixed-elr", 0.01, {"weight_decay": 1e-2}),
              ("fixed-sphere", 0.01, {"radius": 2.0})]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-class _NoBar:
-    def update(self, n):
-        pass
 
 
 @pytest.mark.parametrize("protocol,lr,kw", PROTOCOLS)
@@ -50,7 +41,7 @@ def test_one_step_is_the_protocols_update_rule(digits, protocol, lr, kw):
     run.generator.set_state(state)
     loss = F.cross_entropy(run.model(digits.train_x[idx]), digits.train_y[idx])
     g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, run.params)])
-    run._segment(1, _NoBar())
+    run._segment(1, NO_BAR)
     if protocol == "fixed-lr":
         expected = w0 - lr * (g + kw["weight_decay"] * w0)
     elif protocol == "fixed-elr":
@@ -176,7 +167,7 @@ def test_cuda_training_steps_never_sync_with_the_host(protocol, lr, kw):
     run = _Run(config, data, "cuda", None)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        sums = run._advance(60, _NoBar())
+        sums = run._advance(60, NO_BAR)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert run._close_window(sums, 60, 0) is None
