@@ -153,7 +153,8 @@ def test_train_bad_input_exits_2_and_leaves_no_run_directory(tmp_path, capsys, a
 def test_train_grid_runs_as_a_batch(tmp_path, capsys):
     out = tmp_path / "grid"
     assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "0.02", "--wd", "0.01",
-                 "0.02", "--max-batch", "3", "--out", str(out), *TRAIN_TINY]) == 0
+                 "0.02", "--max-batch", "3", "--mechanism", "vmap", "--out", str(out),
+                 *TRAIN_TINY]) == 0
     assert "4 runs finished, 0 diverged" in capsys.readouterr().out
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert runs == ["fixed-lr_lr0.01_wd0.01_seed0", "fixed-lr_lr0.01_wd0.02_seed0",

@@ -102,6 +102,9 @@ def _add_train_parser(sub):
                          "that holds one run directory per configuration")
     tr.add_argument("--max-batch", type=int, default=None,
                     help="most configurations trained at once by the batched engine (default all)")
+    tr.add_argument("--mechanism", choices=("auto", "loop", "vmap"), default="auto",
+                    help="how the batched engine computes G gradients: a loop (fastest on CPU, "
+                         "bitwise the single run) or torch.func.vmap (for GPUs); auto picks")
     g = tr.add_argument_group("length, seeds and measurement (paper defaults)")
     for name, kind, text in (
             ("iterations", int, "SGD steps"), ("batch_size", int, "B"),
@@ -191,7 +194,7 @@ def _prepare_train(args, progress):
             _io.claim_output_dir(args.out, GRID_KIND, {"runs": [o.name for o in outs]})
             results = train_batched(configs, outs, dataset=data, progress=progress,
                                     checkpoint_every=args.checkpoint_every,
-                                    max_batch=args.max_batch)
+                                    max_batch=args.max_batch, mechanism=args.mechanism)
         diverged = [r for r in results if r.summary["status"] == "diverged"]
         if len(results) == 1 and diverged:
             return f"diverged at iteration {diverged[0].summary['diverged_at']}; wrote {args.out}"

@@ -1,21 +1,26 @@
-"""G configurations of one architecture and dataset trained as one batched computation.
+"""G configurations of one architecture and dataset trained together, as one computation.
 
 The G flat weight vectors are stacked, W (G, d), and the model is evaluated with
-``torch.func.functional_call`` under ``torch.func.vmap``: each configuration sees its own
-mini-batch (G, B, C, H, W), its own BatchNorm running statistics (buffers stacked to (G, ...),
-updated in place by the vmapped batch norm), and its own gradient, all in one call. The protocol's
-update is the same ``thermosgd.protocols`` rule with (G,) hyperparameter arrays. Each
-configuration keeps its own mini-batch generator, seeded as in the single-run trainer, so it
-draws exactly the batches it would draw alone.
+``torch.func.functional_call``. Each configuration sees its own mini-batch (G, B, C, H, W), its
+own BatchNorm running statistics (buffers stacked to (G, ...), updated in place) and gets its
+own gradient; the protocol's update is the same ``thermosgd.protocols`` rule with (G,)
+hyperparameter arrays. Each configuration keeps its own mini-batch generator, seeded as in the
+single-run trainer, so it draws exactly the batches it would draw alone.
+
+Two mechanisms compute the G gradients (chosen by measurement, benchmarks/RESULTS.md):
+- "vmap": one ``torch.func.vmap`` call over the stacked weights; PyTorch folds the G
+  configurations into grouped convolutions. Floating-point sums are reordered, so trajectories
+  match the single-run trainer to rounding (tests bound the drift).
+- "loop": the G functional gradients one after another. On CPU the step is compute-bound and
+  this is the fastest; it is bitwise identical to the single-run trainer.
+"auto" takes "loop" on CPU or for G = 1 and "vmap" on a GPU, where one small network leaves
+the device mostly idle.
 
 Measurements at log points are batched the same way (one pass over the training set with a
-per-configuration permutation, vmapped gradients; the test set under vmap in evaluation mode; the
-entropy of the (G, N, d) queues in one call). Every configuration writes its own run directory in
-the single-run format (``thermosgd.nn.trainer``), so analysis cannot tell the engines apart.
-A configuration that diverges is recorded as diverged and leaves the batch; the others go on.
-
-Float results match the single-run trainer up to rounding (vmap reorders the convolution's
-floating-point sums); trajectories stay within ~1e-5 relative over the short runs tested.
+per-configuration permutation; the test set in evaluation mode; the entropy of the (G, N, d)
+queues in one call). Every configuration writes its own run directory in the single-run format
+(``thermosgd.nn.trainer``), so analysis cannot tell the engines apart. A configuration that
+diverges is recorded as diverged and leaves the batch; the others go on.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ from thermosgd.nn.trainer import (
 from thermosgd.protocols import make_protocol
 from thermosgd.theory import total_entropy
 
-__all__ = ["train_batched", "SHARED_FIELDS"]
+__all__ = ["MECHANISMS", "SHARED_FIELDS", "train_batched"]
+
+MECHANISMS = ("auto", "loop", "vmap")
 
 # fields every configuration of one batch must share (the rest: lr, wd, radius, seed may differ)
 SHARED_FIELDS = ("protocol", "model", "width", "dataset", "samples_per_class", "image_size",
@@ -68,13 +75,15 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
                   dataset: Dataset | None = None, progress: bool = True,
                   checkpoint_every: float = 600.0, max_batch: int | None = None,
                   queue_device: str | None = None,
-                  queue_dtype: torch.dtype = torch.float32) -> list[TrainResult]:
+                  queue_dtype: torch.dtype = torch.float32,
+                  mechanism: str = "auto") -> list[TrainResult]:
     """Train ``configs`` (one protocol and architecture) in batches of at most ``max_batch``.
 
     ``outs``: one run directory per configuration (or None for no files); finished or diverged
     runs are read back, killed ones resume from their checkpoints. ``queue_device`` (default: the
     training device; "cpu" keeps the (G, N, d) entropy queues in pinned host memory) and
-    ``queue_dtype`` bound the queues' memory. Returns one result per configuration, in order.
+    ``queue_dtype`` bound the queues' memory. ``mechanism``: "loop", "vmap" or "auto" (module
+    docstring). Returns one result per configuration, in order.
     """
     if not configs:
         raise ValueError("give at least one configuration")
@@ -87,6 +96,8 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
         if diff:
             raise ValueError(f"configurations of one batch must share {', '.join(diff)}; "
                              "run different architectures or protocols as separate batches")
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     for config, out in zip(configs, outs):
@@ -111,11 +122,36 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             run = _Batch([configs[i] for i in chunk], [outs[i] for i in chunk], data, device,
-                         queue_device=queue_device, queue_dtype=queue_dtype)
+                         queue_device=queue_device, queue_dtype=queue_dtype,
+                         mechanism=mechanism)
             for i, result in zip(chunk, run.execute(progress=progress,
                                                     checkpoint_every=checkpoint_every)):
                 results[i] = result
     return results
+
+
+def _loop_map(fn, in_dims=0):
+    """``vmap``'s contract by a Python loop: ``fn`` on each configuration's slice in turn (a dict
+    argument is sliced value by value; slices are views, so in-place buffer updates land in the
+    stacked tensors), outputs stacked along a new leading axis."""
+    def mapped(*args):
+        dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+        first = next(a for a, dim in zip(args, dims) if dim is not None)
+        count = len(next(iter(first.values()))) if isinstance(first, dict) else len(first)
+        outs = [fn(*(a if dim is None else _slice(a, j) for a, dim in zip(args, dims)))
+                for j in range(count)]
+        return _stack(outs)
+    return mapped
+
+
+def _slice(arg, j):
+    return {k: v[j] for k, v in arg.items()} if isinstance(arg, dict) else arg[j]
+
+
+def _stack(outs):
+    if isinstance(outs[0], tuple):
+        return tuple(_stack([o[k] for o in outs]) for k in range(len(outs[0])))
+    return torch.stack(outs)
 
 
 def _finished(out: Path | None) -> TrainResult | None:
@@ -137,7 +173,8 @@ def _checkpoint_iteration(out: Path | None) -> int:
 class _Batch:
     """The state of G configurations trained together."""
 
-    def __init__(self, configs, outs, data: Dataset, device, *, queue_device, queue_dtype):
+    def __init__(self, configs, outs, data: Dataset, device, *, queue_device, queue_dtype,
+                 mechanism: str = "auto"):
         self.configs, self.outs, self.data = list(configs), list(outs), data
         self.device = torch.device(device)
         cfg = configs[0]
@@ -177,7 +214,11 @@ class _Batch:
         self.results: list[TrainResult | None] = [None] * len(configs)
         self.active = list(range(len(configs)))  # indices (into configs) still training
         self._load()
-        self._grad = vmap(grad_and_value(self._loss, has_aux=True))
+        if mechanism == "auto":
+            mechanism = "loop" if self.device.type == "cpu" or len(configs) == 1 else "vmap"
+        self.mechanism = mechanism
+        self._map = vmap if mechanism == "vmap" else _loop_map
+        self._grad = self._map(grad_and_value(self._loss, has_aux=True))
 
     # --- the functional model ----------------------------------------------------------------
 
@@ -348,7 +389,7 @@ class _Batch:
             return functional_call(self.model, {**self._params(w), **self.frozen, **buffers},
                                    (xb,))
 
-        batched = vmap(logits_of, in_dims=(0, 0, None))
+        batched = self._map(logits_of, in_dims=(0, 0, None))
         g_count = len(self.active)
         loss = torch.zeros(g_count, dtype=torch.float64, device=self.device)
         correct = torch.zeros(g_count, dtype=torch.int64, device=self.device)

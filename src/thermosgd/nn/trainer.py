@@ -276,7 +276,10 @@ class _Run:
         sums = {"stoch": zero.clone(),  # sum of ||grad L_B(w_bar)||^2
                 "loss": zero.clone(), "leff": zero.clone(),  # sum of eq. 83's terms
                 "finite": torch.zeros((), dtype=torch.int64, device=self.device)}
-        eta = float(proto.learning_rate_at(1.0)) if self.sphere else 0.0  # eta_eff r^2
+        # eta_eff r^2 in float64: eq. 83's (||w - eta g|| - r) / (eta r) cancels, float32 would
+        # lose ~1e-4 of lambda_eff (the batched engine computes it the same way)
+        eta = torch.full((), float(proto.learning_rate_at(1.0)) if self.sphere else 0.0,
+                         dtype=torch.float64, device=self.device)  # a fill kernel, no copy
         while self.iteration < stop:
             steps = min(_CHUNK, stop - self.iteration)
             batches = torch.randint(0, x.shape[0], (steps, cfg.batch_size),
@@ -284,12 +287,12 @@ class _Run:
             for idx in batches:
                 loss = F.cross_entropy(self.model(x[idx]), y[idx])
                 g = torch.cat([gi.reshape(-1) for gi in torch.autograd.grad(loss, self.params)])
-                r2, g2 = self.w @ self.w, g @ g
+                r2, g2 = self.w.square().sum(), g.square().sum()  # as the batched engine
                 sums["stoch"] += r2 * g2  # P1: ||grad L_B(w_bar)||^2 = ||w||^2 ||grad L_B(w)||^2
                 sums["loss"] += loss.detach()
                 sums["finite"] += torch.isfinite(loss)
                 if self.sphere:  # eq. 83 with ||w - eta g||^2 = r^2 - 2 eta w.g + eta^2 ||g||^2
-                    moved = (r2 - 2 * eta * (self.w @ g) + eta**2 * g2).sqrt()
+                    moved = (r2 - 2 * eta * (self.w * g).sum() + eta**2 * g2).sqrt()
                     sums["leff"] += (moved - r2.sqrt()) / (eta * r2.sqrt())
                 self.w.copy_(proto.step(self.w, g))
                 self.iteration += 1
