@@ -8,6 +8,8 @@ bias where the estimator has one (high dimension, the uniform sphere's chart bou
 
 import inspect
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -339,3 +341,19 @@ def test_cuda_matches_cpu():
     x = _rng(23).standard_normal((300, 4))
     assert knn_entropy(torch.from_numpy(x).cuda()) == pytest.approx(knn_entropy(x), rel=1e-10)
 
+
+
+def test_entropy_leaves_torch_thread_count_alone():
+    """numba's OpenMP layer resets the process's OpenMP threads when it starts; a 1-thread run
+    (a Ray task) must stay at 1 thread after its first entropy evaluation. A fresh process, since
+    the layer starts once per process."""
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from thermosgd.entropy import knn_entropy, sphere_entropy\n"
+            "g = torch.Generator().manual_seed(0)\n"
+            "sphere_entropy(torch.randn(50, 40, generator=g))\n"  # the torch + numba path
+            "sphere_entropy(torch.randn(50, 3, generator=g))\n"
+            "knn_entropy(torch.randn(50, 2, generator=g).numpy())\n"
+            "print(torch.get_num_threads())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "1"

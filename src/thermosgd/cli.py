@@ -1,4 +1,5 @@
-"""Command line: ``thermosgd simulate``, ``thermosgd reproduce isotropic``, ``thermosgd train``.
+"""Command line: ``thermosgd simulate``, ``reproduce isotropic``, ``train``, ``sweep list|run|
+status`` and ``collect``.
 
 Bad input exits with status 2 and one line saying what to change; nothing is written.
 """
@@ -66,7 +67,58 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
     _add_train_parser(sub)
+    _add_sweep_parsers(sub)
     return parser
+
+
+def _add_sweep_parsers(sub):
+    sw = sub.add_parser("sweep", help="the paper's grids and your own: list, run, status")
+    sw_sub = sw.add_subparsers(dest="sweep_command", required=True)
+    sw_sub.add_parser("list", help="the presets (appendix F, Table 3; appendix H; CPU scale)")
+    run = sw_sub.add_parser(
+        "run", help="train every configuration of a preset or grid; resumable",
+        description="Train a sweep into --out: one run directory per configuration under "
+                    "runs/. Running it again skips finished runs and resumes interrupted ones "
+                    "from their checkpoints. A grid comes from a preset, a TOML file, or the "
+                    "options below (which also override a preset's).")
+    run.add_argument("spec", nargs="?", default=None,
+                     help="preset name (`thermosgd sweep list`) or a .toml file; leave out to "
+                          "give the grid with --protocol, --lr and --wd or --radius")
+    run.add_argument("--out", required=True, help="the sweep directory (new, or this sweep's)")
+    run.add_argument("--data", default=None, help="CIFAR archive or folder (not for digits)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster (host:port, ray://host:port or auto); default: start a "
+                          "local Ray instance")
+    run.add_argument("--scale", type=float, default=1.0,
+                     help="multiply run lengths (iterations, log and snapshot spacing) by F, "
+                          "e.g. 0.01 for a trial run (default 1)")
+    run.add_argument("--max-batch", type=int, default=None,
+                     help="configurations per group (default: 1 on CPU; on a GPU as many as fit "
+                          "8 GiB of entropy queues)")
+    run.add_argument("--mechanism", choices=("auto", "loop", "vmap"), default="auto")
+    run.add_argument("--device", default="auto", help="local executor: cpu, cuda, cuda:N, auto")
+    run.add_argument("--cpus-per-task", type=int, default=1, help="Ray tasks on CPU nodes")
+    run.add_argument("--checkpoint-every", type=float, default=600.0,
+                     help="seconds between checkpoints, taken at log points (default 600)")
+    run.add_argument("--no-progress", action="store_true")
+    grid = run.add_argument_group("a custom grid, or overrides of the preset's")
+    grid.add_argument("--protocol", choices=("fixed-lr", "fixed-elr", "fixed-sphere"))
+    grid.add_argument("--model", choices=("convnet", "resnet18"))
+    grid.add_argument("--width", type=int)
+    grid.add_argument("--dataset", choices=("cifar10", "cifar100", "digits"))
+    grid.add_argument("--iterations", type=int)
+    grid.add_argument("--queue-size", type=int)
+    grid.add_argument("--lr", type=float, nargs="+", help="eta or eta_eff values")
+    grid.add_argument("--wd", type=float, nargs="+", help="lambda values")
+    grid.add_argument("--radius", type=float, nargs="+", help="r values (fixed-sphere)")
+    grid.add_argument("--seeds", type=int, nargs="+")
+    st = sw_sub.add_parser("status", help="finished, running, diverged, pending counts")
+    st.add_argument("dir", help="a sweep directory")
+    co = sub.add_parser("collect", help="one metrics.parquet and stationary.csv for a sweep",
+                        description="Write DIR/metrics.parquet (every log of every run) and "
+                                    "DIR/stationary.csv (one row per configuration).")
+    co.add_argument("dir", help="a sweep directory")
 
 
 def _add_train_parser(sub):
@@ -131,7 +183,9 @@ def _prepare(args):
     from thermosgd.isotropic import IsotropicConfig
     from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
 
-    progress = not args.no_progress
+    progress = not getattr(args, "no_progress", True)
+    if args.command in ("sweep", "collect"):
+        return _prepare_sweep(args, progress)
     if args.command == "train":
         return _prepare_train(args, progress)
     if args.command == "simulate":
@@ -209,10 +263,116 @@ def _prepare_train(args, progress):
 GRID_KIND = "train-grid"  # manifest kind of a directory holding one run per configuration
 
 
+def _sweep_from_args(args):
+    from dataclasses import replace
+
+    from thermosgd import sweep
+
+    overrides = {k: getattr(args, a) for k, a in (
+        ("protocol", "protocol"), ("model", "model"), ("width", "width"), ("dataset", "dataset"),
+        ("iterations", "iterations"), ("queue_size", "queue_size"), ("rates", "lr"),
+        ("seeds", "seeds")) if getattr(args, a) is not None}
+    second = args.radius if (args.protocol or "") == "fixed-sphere" else args.wd
+    if args.wd is not None and args.radius is not None:
+        raise ValueError("give --wd (fixed-lr, fixed-elr) or --radius (fixed-sphere), not both")
+    second = args.radius if args.radius is not None else args.wd
+    if args.spec is None:
+        if args.protocol is None or args.lr is None or second is None:
+            raise ValueError("give a preset or .toml file, or a grid: --protocol, --lr and --wd "
+                             "(or --radius for fixed-sphere)")
+        key = "radii" if args.protocol == "fixed-sphere" else "weight_decays"
+        table = {"protocol": args.protocol, "learning_rates": args.lr, key: second,
+                 **{k: v for k, v in overrides.items() if k not in ("protocol", "rates")}}
+        return sweep.sweep_from_dict(table, where="command line")
+    base = sweep.load_sweep(args.spec)
+    if second is not None:
+        overrides["seconds"] = tuple(second)
+    return replace(base, **overrides) if overrides else base
+
+
+def _prepare_sweep(args, progress):
+    from thermosgd import sweep
+
+    if args.command == "collect":
+        sweep.read_sweep_dir(args.dir)
+
+        def collect_job():
+            _, table = sweep.collect(args.dir)
+            return f"wrote {args.dir}/metrics.parquet and {args.dir}/stationary.csv " \
+                   f"({len(table)} configurations)"
+        return collect_job
+    if args.sweep_command == "list":
+        return lambda: _preset_table(sweep.PRESETS)
+    if args.sweep_command == "status":
+        sweep.read_sweep_dir(args.dir)
+
+        def status_job():
+            states = sweep.status(args.dir)
+            lines = [f"{args.dir}: {sum(map(len, states.values()))} configurations"]
+            lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
+            lines += [f"  running: {name}" for name in states["running"]]
+            return "\n".join(lines)
+        return status_job
+    spec = _sweep_from_args(args)
+    if args.max_batch is not None and args.max_batch < 1:
+        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not args.checkpoint_every >= 0:
+        raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
+    options = dict(data=args.data, scale=args.scale, max_batch=args.max_batch,
+                   progress=progress, checkpoint_every=args.checkpoint_every,
+                   mechanism=args.mechanism)
+    if args.executor == "ray":
+        from thermosgd.sweep_ray import check_address, run_ray
+
+        if args.address is not None:
+            check_address(args.address)
+        sweep.plan(spec, args.out, data=args.data, scale=args.scale, device="cpu", max_batch=1)
+
+        def ray_job():
+            return _sweep_summary(args.out, run_ray(spec, args.out, address=args.address,
+                                                    cpus_per_task=args.cpus_per_task, **options))
+        return ray_job
+    if args.address is not None:
+        raise ValueError("--address is for --executor ray")
+    from thermosgd.nn.trainer import load_data, resolve_device
+
+    sweep.plan(spec, args.out, data=args.data, scale=args.scale, device=args.device,
+               max_batch=args.max_batch)
+    configs = spec.configs(data=args.data, scale=args.scale, device=args.device)
+    data = load_data(configs[0], resolve_device(args.device))  # a bad archive fails unwritten
+
+    def local_job():
+        return _sweep_summary(args.out, sweep.run_local(spec, args.out, dataset=data,
+                                                        device=args.device, **options))
+    return local_job
+
+
+def _sweep_summary(out, results: dict) -> str:
+    counts: dict[str, int] = {}
+    for result in results.values():
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+    resumed = sum(1 for r in results.values() if r.get("resumed_from"))
+    text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
+    return (f"{text}; {resumed} resumed from checkpoints; wrote {out} "
+            "(`thermosgd sweep status` and `thermosgd collect` read it)")
+
+
+def _preset_table(presets) -> str:
+    lines = [f"{'preset':<34}{'runs':>6}{'iterations':>12}{'N':>6}  grid"]
+    for name, p in presets.items():
+        second = "r" if p.protocol == "fixed-sphere" else "lambda"
+        rate = "eta" if p.protocol == "fixed-lr" else "eta_eff"
+        lines.append(f"{name:<34}{p.size:>6}{p.iterations:>12.3g}{p.queue_size:>6}  "
+                     f"{len(p.rates)} {rate} in [{min(p.rates):.3g}, {max(p.rates):.3g}] x "
+                     f"{len(p.seconds)} {second} in [{min(p.seconds):.3g}, {max(p.seconds):.3g}]"
+                     f"; {p.description}")
+    return "\n".join(lines)
+
+
 def _run_name(config) -> str:
-    second = (f"r{config.radius:g}" if config.protocol == "fixed-sphere"
-              else f"wd{config.weight_decay:g}")
-    return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
+    from thermosgd.sweep import run_name
+
+    return run_name(config)
 
 
 def main(argv=None) -> int:

@@ -22,11 +22,13 @@ keeps 8 candidates per point and exact float64 differences pick the nearest one 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
 import numpy as np
 import torch
+import numba
 from numba import njit, prange
 from scipy import special
 
@@ -63,7 +65,8 @@ def knn_entropy(x, *, min_distance=None):
         x64 = _numpy64(data)
         norms = np.linalg.norm(x64, axis=-1)
         _check(norms, (x64 == x64[:, :1]).all(axis=(1, 2)), "x", nonzero=False)
-        d2 = _nn_sqdist_sweep(x64)
+        with _torch_threads_kept():
+            d2 = _nn_sqdist_sweep(x64)
         rms2 = _rms2_numpy(x64)
     else:
         with torch.no_grad():
@@ -138,6 +141,22 @@ def total_entropy(w, *, align=True, min_distance=None, max_memory=_MAX_MEMORY):
     h, mean_norm, d = _sphere(w, align, min_distance, max_memory, stacklevel=4)
     total = h + (d - 1) * np.log(mean_norm)
     return float(total) if np.ndim(total) == 0 else total
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Run numba's parallel kernels on torch's thread budget and leave torch's intact.
+
+    numba's OpenMP layer shares libgomp with torch and resets the process-wide OpenMP thread
+    count when it starts: a run limited to 1 thread (a Ray task's CPU share) silently went to
+    2 at its first entropy evaluation, and its float sums, so its trajectory, changed with it."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 # --- validation and conversion ------------------------------------------------------------------
@@ -265,7 +284,8 @@ def _sphere(w, align, min_distance, max_memory, *, stacklevel):
     d = data.shape[2]
     dim = d - 1
     if _sweep_eligible(data, dim):
-        d2, logj, rms2, mean_norm, status = _sphere_sweep(_numpy64(data), bool(align))
+        with _torch_threads_kept():
+            d2, logj, rms2, mean_norm, status = _sphere_sweep(_numpy64(data), bool(align))
         for code, message in _SWEEP_ERRORS.items():
             if np.any(status == code):
                 raise ValueError(f"w {message} (set {np.flatnonzero(status == code)[:5].tolist()})")
@@ -460,7 +480,8 @@ def _nn_sqdist_gram(x32, sq32, x64=None, *, k=_CANDIDATES, block=None):
     rows_a, rows_b = pairs // n, (pairs // (n * n)) * n + pairs % n  # rows of the (B N, D) view
     src = (x64 if x64 is not None else x32).reshape(b * n, dim)
     if dev.type == "cpu":  # fused in numba: no gathered copies, row a stays in cache
-        dist = torch.from_numpy(_pair_sqdist(src.numpy(), rows_a.numpy(), rows_b.numpy()))
+        with _torch_threads_kept():
+            dist = torch.from_numpy(_pair_sqdist(src.numpy(), rows_a.numpy(), rows_b.numpy()))
     else:
         dist = _pair_sqdist_torch(src, rows_a, rows_b)
     return dist[inverse].view(b, n, k).amin(-1)

@@ -116,7 +116,7 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
     # checkpoint writes can leave them one log apart): group by the checkpoint's iteration
     groups: dict[int, list[int]] = {}
     for i in todo:
-        groups.setdefault(_checkpoint_iteration(outs[i]), []).append(i)
+        groups.setdefault(checkpoint_iteration(outs[i]), []).append(i)
     size = max_batch or len(configs)
     for members in groups.values():
         for start in range(0, len(members), size):
@@ -163,7 +163,8 @@ def _finished(out: Path | None) -> TrainResult | None:
     return TrainResult(pd.read_parquet(out / "metrics.parquet"), summary, out)
 
 
-def _checkpoint_iteration(out: Path | None) -> int:
+def checkpoint_iteration(out: Path | None) -> int:
+    """The iteration a run directory's checkpoint holds (0: none)."""
     if out is None or not (out / "checkpoint.pt").is_file():
         return 0
     return int(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
