@@ -198,7 +198,7 @@ def main():
                 cmd = [sys.executable, __file__, "--one", "--device", args.device, "--models",
                        model, "--engines", engine, "--groups", str(g), "--steps",
                        str(args.steps)]
-                done = subprocess.run(cmd, capture_output=True, text=True)
+                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     tail = done.stderr.strip().splitlines()[-1:] or ["?"]
                     print(f"| {model} | {engine} | {g} | failed: {tail[0]} |||||", flush=True)

@@ -201,3 +201,49 @@ def test_mixed_architectures_are_refused(digits):
                     **(SHORT | {"width": 4}))
     with pytest.raises(ValueError, match="must share width"):
         train_batched([a, b], dataset=digits, progress=False)
+
+
+def test_entropy_queue_memory_is_configurable(digits):
+    """A float16 queue holds the same snapshots in half the memory; the entropy it gives stays
+    close to the float32 queue's (float16 keeps 11 bits: relative spacing 5e-4, far below the
+    snapshots' spread, which sets the nearest-neighbour distances)."""
+    configs = _configs("fixed-lr", GRIDS[0][1], GRIDS[0][2], 2)
+    full = _batch(configs, digits, "loop")
+    half = _Batch(configs, [None, None], digits, "cpu", queue_device="cpu",
+                  queue_dtype=torch.float16, mechanism="loop")
+    assert half.queue.dtype == torch.float16
+    assert half.queue.nbytes * 2 == full.queue.nbytes
+    for batch in (full, half):
+        batch._close_window(batch._advance(80, NO_BAR), 80, 0)
+    # float16 rounding: half a unit in the last place, 2^-11 relative, 2^-25 absolute (subnormals)
+    torch.testing.assert_close(half.queue.float(), full.queue, rtol=2**-11, atol=2**-25)
+    rows_full, rows_half = full._measure(), half._measure()
+    for a, b in zip(rows_full, rows_half):
+        assert np.isfinite(b["entropy_sphere"])
+        assert b["entropy_sphere"] == pytest.approx(a["entropy_sphere"], rel=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batched_engine_on_cuda():
+    """The GPU path: G = 3 on CUDA, vmap with the queues in pinned host memory, against the
+    loop on the same device (same CUDA generators, so the same batches): the first step agrees
+    to float32 rounding, and a whole run finishes under both mechanisms."""
+    from thermosgd.nn.data import load_dataset
+
+    data = load_dataset("digits", device="cuda")
+    configs = [TrainConfig(protocol="fixed-elr", learning_rate=lr, weight_decay=1e-2, seed=i,
+                           **(SHORT | {"device": "cuda"}))
+               for i, lr in enumerate(GRIDS[1][1])]
+    vmapped = _Batch(configs, [None] * 3, data, "cuda", queue_device="cpu",
+                     queue_dtype=torch.float16, mechanism="vmap")
+    looped = _Batch(configs, [None] * 3, data, "cuda", queue_device=None,
+                    queue_dtype=torch.float32, mechanism="loop")
+    assert vmapped.queue.is_pinned() and vmapped.queue.dtype == torch.float16
+    vmapped._advance(1, NO_BAR)
+    looped._advance(1, NO_BAR)
+    torch.testing.assert_close(vmapped.W, looped.W, rtol=0,
+                               atol=5e-6 * float(looped.W.norm(dim=1).max()))
+    for mechanism in ("vmap", "loop"):
+        results = train_batched(configs, dataset=data, progress=False, mechanism=mechanism)
+        assert [r.summary["status"] for r in results] == ["finished"] * 3

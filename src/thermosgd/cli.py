@@ -382,7 +382,11 @@ def main(argv=None) -> int:
         job = _prepare(args)
     except ValueError as err:
         parser.exit(2, f"thermosgd: error: {err}\n")
-    print(job())
+    try:
+        message = job()
+    except ValueError as err:  # found only once running (e.g. no Ray cluster at "auto")
+        parser.exit(2, f"thermosgd: error: {err}\n")
+    print(message)
     return 0
 
 

@@ -141,7 +141,8 @@ def _presets() -> dict[str, Sweep]:
     }
     presets = {}
     for setup, (model, k, dataset, iterations, n, wds) in setups.items():
-        common = dict(model=model, width=k, dataset=dataset, iterations=iterations, queue_size=n)
+        common = {"model": model, "width": k, "dataset": dataset, "iterations": iterations,
+                  "queue_size": n}
         for protocol, rates, seconds in (("fixed-lr", lr[model], wds),
                                          ("fixed-elr", elr[model], wds),
                                          ("fixed-sphere", elr[model], radii)):
@@ -154,9 +155,9 @@ def _presets() -> dict[str, Sweep]:
         dataset="cifar10", iterations=10**6, queue_size=500, rates=_log_grid(-4, 1 / 2, 5),
         seconds=(1e-3,), description="paper, appendix H (Figure 13): k=32, lambda=1e-3; the "
         "paper says 'several ELRs' without values, these five are ours")
-    cpu = dict(model="convnet", width=8, dataset="digits", iterations=8000, queue_size=200,
-               train={"log_every": 200, "log_linear_until": 2000, "log_points": 60,
-                      "measure_passes": 2})
+    cpu = {"model": "convnet", "width": 8, "dataset": "digits", "iterations": 8000,
+           "queue_size": 200, "train": {"log_every": 200, "log_linear_until": 2000,
+                                        "log_points": 60, "measure_passes": 2}}
     for protocol, rates, seconds in (("fixed-lr", (0.1, 0.2, 0.4, 0.8), (0.02, 0.04, 0.08)),
                                      ("fixed-elr", (0.1, 0.2, 0.4, 0.8), (0.02, 0.04, 0.08)),
                                      ("fixed-sphere", (0.05, 0.1, 0.2, 0.4), (1.0, 2.0, 4.0))):

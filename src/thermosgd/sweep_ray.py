@@ -68,8 +68,11 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
     _sweep.plan(sweep, out, data=data, scale=scale, device="cpu", max_batch=1)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=address, num_cpus=None if address else num_cpus,
+                     include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        except ConnectionError as err:  # e.g. address="auto" with no cluster running
+            raise ValueError(f"cannot connect to a Ray cluster at {address}: {err}") from None
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
         device = "auto" if gpus else "cpu"
