@@ -119,6 +119,13 @@ def _add_sweep_parsers(sub):
                         description="Write DIR/metrics.parquet (every log of every run) and "
                                     "DIR/stationary.csv (one row per configuration).")
     co.add_argument("dir", help="a sweep directory")
+    an = sub.add_parser("analyze", help="V1 radii, V3 Table 4 and appendix H flags of a sweep",
+                        description="Write DIR/analysis.json, DIR/analysis_table.csv (the "
+                                    "stationary table) and DIR/analysis_radius.csv (V1 per "
+                                    "configuration) for a sweep directory.")
+    an.add_argument("dir", help="a sweep directory")
+    an.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for the fit's confidence intervals (0: none)")
 
 
 def _add_train_parser(sub):
@@ -184,6 +191,8 @@ def _prepare(args):
     from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
 
     progress = not getattr(args, "no_progress", True)
+    if args.command == "analyze":
+        return _prepare_analyze(args)
     if args.command in ("sweep", "collect"):
         return _prepare_sweep(args, progress)
     if args.command == "train":
@@ -345,6 +354,47 @@ def _prepare_sweep(args, progress):
         return _sweep_summary(args.out, sweep.run_local(spec, args.out, dataset=data,
                                                         device=args.device, **options))
     return local_job
+
+
+def _prepare_analyze(args):
+    from pathlib import Path
+
+    from thermosgd import _io, analysis_nn, sweep
+
+    sweep.read_sweep_dir(args.dir)
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    result = analysis_nn.analyze_sweep(args.dir, bootstrap=args.bootstrap)  # errors: exit 2
+
+    def job():
+        out = Path(args.dir)
+        _io.write_csv(out / "analysis_table.csv", result["table"])
+        _io.write_csv(out / "analysis_radius.csv", result["radius"])
+        record = {k: v for k, v in result.items() if k not in ("table", "radius")}
+        _io.write_json(out / "analysis.json", record | _io.provenance())
+        lines = [f"{result['setup']['sweep']}: {len(result['table'])} configurations analysed"]
+        if result["missing_runs"]:
+            lines.append(f"  missing (not finished): {', '.join(result['missing_runs'])}")
+        if result["converging_runs"]:
+            lines.append(f"  still converging, left out of the fits (appendix H): "
+                         f"{', '.join(result['converging_runs'])}")
+        v1 = result["V1"]
+        lines.append(f"  V1 {v1['quantity']}: median |rel. error| SDE "
+                     f"{_pct(v1['sde']['median_rel_error'])}, corrected "
+                     f"{_pct(v1['corrected']['median_rel_error'])}")
+        if "V3" in result:
+            v3 = result["V3"]
+            coefs = ", ".join(f"{k} {v:.3f}" for k, v in v3.items()
+                              if k.endswith("/R") and isinstance(v, float))
+            lines.append(f"  V3 Table 4: R^2 {v3['r2']:.4f}, {coefs}, Maxwell max "
+                         f"{_pct(v3['max_rel_error'])}, mean {_pct(v3['mean_rel_error'])}")
+        lines.append(f"wrote {out}/analysis.json, analysis_table.csv, analysis_radius.csv")
+        return "\n".join(lines)
+    return job
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def _sweep_summary(out, results: dict) -> str:

@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 
 from thermosgd import _io
 
-__all__ = ["KIND", "PRESETS", "Sweep", "collect", "load_sweep", "run_local", "status"]
+__all__ = ["KIND", "PRESETS", "Sweep", "collect", "gather", "load_sweep", "run_local", "status"]
 
 KIND = "sweep"  # manifest kind of a sweep directory
 STATES = ("finished", "diverged", "running", "interrupted", "pending")
@@ -417,6 +417,15 @@ def collect(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     ``out/stationary.csv`` (one row per configuration: hyperparameters, state, stationary
     means of the last ``stationary_logs`` logs); return both tables."""
     out = Path(out)
+    metrics, table = gather(out)
+    _io.atomic_write(out / "metrics.parquet", lambda tmp: metrics.to_parquet(tmp, index=False))
+    _io.write_csv(out / "stationary.csv", table)
+    return metrics, table
+
+
+def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`collect`'s two tables, read from the run directories, nothing written."""
+    out = Path(out)
     sweep, scale = read_sweep_dir(out)
     logs, rows = [], []
     for config in sweep.configs(scale=scale, device="cpu", data=_any_data(sweep)):
@@ -440,7 +449,5 @@ def collect(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = pd.DataFrame(rows)
     metrics = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(
         columns=list(HYPER_COLUMNS))
-    _io.atomic_write(out / "metrics.parquet", lambda tmp: metrics.to_parquet(tmp, index=False))
-    _io.write_csv(out / "stationary.csv", table)
     return metrics, table
 
