@@ -37,7 +37,7 @@ def test_table4_recovers_an_entropy_that_obeys_the_fixed_lr_maxwell_relation():
 def test_table4_measures_a_violation_of_the_maxwell_relation():
     """A plane with a1 - a2 = 1.1 R violates eq. 110 by 10 % everywhere; adding 2a3 - a5 = 0.2 R
     makes the error vary over the grid as |0.1 + 0.2 log eta|."""
-    rate, second, x, y = _grid()
+    rate, second, x, _ = _grid()
     out = analysis_nn.table4(rate, second, 1.1 * R * x, protocol="fixed-lr", d=D, bootstrap=0)
     assert out["max_rel_error"] == pytest.approx(0.1, rel=1e-9)
     assert out["mean_rel_error"] == pytest.approx(0.1, rel=1e-9)
@@ -99,11 +99,15 @@ def test_analyze_a_real_sweep_lists_missing_runs(tmp_path, digits, capsys):
     lo, hi = v3["ci95"]["(a1-a2)/R"]
     assert lo <= hi
     assert main(["analyze", str(out), "--bootstrap", "20"]) == 0
+    assert main(["plot", str(out)]) == 0
+    for name in ("stationary", "radius_theories", "learning_curves"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 10_000
     record = json.loads((out / "analysis.json").read_text())
     assert record["setup"]["protocol"] == "fixed-lr" and "git_revision" in record
     assert len(pd.read_csv(out / "analysis_table.csv")) == 9
     assert len(pd.read_csv(out / "analysis_radius.csv")) == 9
-    first = sorted((out / "runs").iterdir())[0]
+    first = min((out / "runs").iterdir())
     (first / "summary.json").unlink()
     partial = analysis_nn.analyze_sweep(out, bootstrap=0)
     assert partial["missing_runs"] == [first.name] and len(partial["table"]) == 8
@@ -114,7 +118,8 @@ def test_analyze_a_real_sweep_lists_missing_runs(tmp_path, digits, capsys):
     assert exc.value.code == 2 and "at least 6 configurations" in capsys.readouterr().err
 
 
-def test_analyze_refuses_what_is_not_a_sweep(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["analyze", "plot"])
+def test_analyze_and_plot_refuse_what_is_not_a_sweep(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as exc:
-        main(["analyze", str(tmp_path)])
+        main([command, str(tmp_path)])
     assert exc.value.code == 2 and "not a sweep directory" in capsys.readouterr().err

@@ -126,6 +126,10 @@ def _add_sweep_parsers(sub):
     an.add_argument("dir", help="a sweep directory")
     an.add_argument("--bootstrap", type=int, default=1000,
                     help="bootstrap resamples for the fit's confidence intervals (0: none)")
+    pl = sub.add_parser("plot", help="figures of a sweep (paper Figures 2, 5-10, 12, 13)",
+                        description="Write DIR/figures/{stationary,radius_theories,"
+                                    "learning_curves}.{png,pdf} for a sweep directory.")
+    pl.add_argument("dir", help="a sweep directory")
 
 
 def _add_train_parser(sub):
@@ -193,6 +197,12 @@ def _prepare(args):
     progress = not getattr(args, "no_progress", True)
     if args.command == "analyze":
         return _prepare_analyze(args)
+    if args.command == "plot":
+        from thermosgd import sweep
+        from thermosgd.plots_nn import plot_sweep
+
+        sweep.read_sweep_dir(args.dir)
+        return lambda: "wrote " + ", ".join(str(p) for p in plot_sweep(args.dir))
     if args.command in ("sweep", "collect"):
         return _prepare_sweep(args, progress)
     if args.command == "train":
@@ -281,7 +291,6 @@ def _sweep_from_args(args):
         ("protocol", "protocol"), ("model", "model"), ("width", "width"), ("dataset", "dataset"),
         ("iterations", "iterations"), ("queue_size", "queue_size"), ("rates", "lr"),
         ("seeds", "seeds")) if getattr(args, a) is not None}
-    second = args.radius if (args.protocol or "") == "fixed-sphere" else args.wd
     if args.wd is not None and args.radius is not None:
         raise ValueError("give --wd (fixed-lr, fixed-elr) or --radius (fixed-sphere), not both")
     second = args.radius if args.radius is not None else args.wd
@@ -327,9 +336,9 @@ def _prepare_sweep(args, progress):
         raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
     if not args.checkpoint_every >= 0:
         raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
-    options = dict(data=args.data, scale=args.scale, max_batch=args.max_batch,
-                   progress=progress, checkpoint_every=args.checkpoint_every,
-                   mechanism=args.mechanism)
+    options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
+               "progress": progress, "checkpoint_every": args.checkpoint_every,
+               "mechanism": args.mechanism}
     if args.executor == "ray":
         from thermosgd.sweep_ray import check_address, run_ray
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,6 +27,11 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from thermosgd import _io
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, as a package before Python 3.11
+    import tomli as tomllib
 
 __all__ = ["KIND", "PRESETS", "Sweep", "collect", "gather", "load_sweep", "run_local", "status"]
 

@@ -1,0 +1,162 @@
+"""Figures of a network sweep: the content of the paper's Figures 2, 5-10, 12 and 13.
+
+- :func:`fig_stationary` (Figures 2, 5-10): sigma^2, U = mean loss, T, V1 (r* measured against
+  the SDE and the corrected prediction; on the sphere lambda_eff) over the rate, one curve per
+  lambda (r), and the entropy over both axes with the quadratic fit of eq. 34 dashed.
+- :func:`fig_radius_theories` (Figure 12): measured r* (lambda_eff) against the SDE and the
+  appendix-G corrected predictions.
+- :func:`fig_learning_curves` (Figure 13): train loss, radius, ||grad L||^2 and Tr Sigma over
+  the iterations, one line per configuration.
+:func:`plot_sweep` writes all three as PNG and PDF. Object-oriented matplotlib only (no pyplot).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from thermosgd import analysis_nn, sweep
+from thermosgd.plots import _log_norm, _log_ticks, save_figure
+
+__all__ = ["fig_learning_curves", "fig_radius_theories", "fig_stationary", "plot_sweep"]
+
+_CMAP = colormaps["viridis"]
+
+
+def _names(protocol):
+    rate = r"\eta" if protocol == "fixed-lr" else r"\eta_{\mathrm{eff}}"
+    second = "r" if protocol == "fixed-sphere" else r"\lambda"
+    return rate, second
+
+
+def _by_level(ax, table, x, y, level, *, fit=None, log_y=True, line="-o", label=None):
+    """One curve per value of ``level`` over ``x``, colored by it; ``fit`` dashed beside;
+    a colorbar labelled ``label`` unless it is None."""
+    levels = np.sort(table[level].unique())
+    norm = _log_norm(levels)
+    for value in levels:
+        rows = table[table[level] == value].sort_values(x)
+        color = _CMAP(norm(value))
+        ax.plot(rows[x], rows[y], line, color=color, ms=4, lw=1)
+        if fit is not None:
+            ax.plot(rows[x], fit(rows), "--", color=color, lw=1)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    if label is not None:
+        ax.figure.colorbar(ScalarMappable(norm, _CMAP), ax=ax, pad=0.01, label=label)
+    _log_ticks(ax.xaxis)
+    return ax
+
+
+def fig_stationary(result: dict, fig: Figure | None = None) -> Figure:
+    """Six panels of a sweep's stationary values (the layout of the paper's Figure 2)."""
+    setup, table = result["setup"], result["table"]
+    table = table[~table["converging"]]
+    protocol = setup["protocol"]
+    rate, second = _names(protocol)
+    fig = fig or Figure(figsize=(17, 9.5), layout="constrained")
+    axes = fig.subplots(2, 3)
+    coef = result.get("V3", {}).get("coefficients")
+
+    def smooth(rows, _coef=coef):
+        x, y = np.log(rows["rate"].to_numpy()), np.log(rows["second"].to_numpy())
+        a = _coef
+        return a[0] + a[1] * x + a[2] * y + a[3] * x * x + a[4] * y * y + a[5] * x * y
+
+    fit = smooth if coef is not None else None
+    panels = [("sigma2", r"$\sigma^2$", True), ("U", "U = mean train loss", True),
+              ("temperature", "T", True)]
+    for ax, (col, label, log_y) in zip(axes[0], panels):
+        _by_level(ax, table, "rate", col, "second", log_y=log_y, label=f"${second}$")
+        ax.set(xlabel=f"${rate}$", ylabel=label, title=label)
+    ax = axes[1, 0]
+    measured, sde, corrected = (("lambda_eff", "lambda_eff_theory", "lambda_eff_theory_corrected")
+                                if protocol == "fixed-sphere"
+                                else ("radius", "radius_theory", "radius_theory_corrected"))
+    _by_level(ax, table, "rate", measured, "second", line="o", label=f"${second}$")
+    _by_level(ax, table, "rate", sde, "second", line="-")
+    _by_level(ax, table, "rate", corrected, "second", line=":")
+    ax.legend(handles=[Line2D([], [], marker="o", ls="none", color="0.3", label="measured"),
+                       Line2D([], [], color="0.3", label="SDE (eq. 12/20/84)"),
+                       Line2D([], [], ls=":", color="0.3", label="corrected (app. G)")],
+              fontsize="small")
+    symbol = r"\lambda_{\mathrm{eff}}" if protocol == "fixed-sphere" else "r^*"
+    ax.set(xlabel=f"${rate}$", ylabel=f"${symbol}$", title=f"V1: ${symbol}$, theory vs measured")
+    ax = axes[1, 1]
+    _by_level(ax, table, "rate", "entropy", "second", fit=fit, log_y=False, label=f"${second}$")
+    ax.set(xlabel=f"${rate}$", ylabel="S", title=f"entropy over ${rate}$ (dashed: eq. 34 fit)")
+    ax = axes[1, 2]
+    _by_level(ax, table, "second", "entropy", "rate", fit=fit, log_y=False, label=f"${rate}$")
+    ax.set(xlabel=f"${second}$", ylabel="S", title=f"entropy over ${second}$ (dashed: eq. 34 fit)")
+    fig.suptitle(f"{setup['sweep']}: {setup['model']} k={setup['width']}, {setup['dataset']}, "
+                 f"{protocol}, d={setup['d']}; {len(table)} stationary configurations, "
+                 f"{len(result['converging_runs'])} still converging (left out)")
+    return fig
+
+
+def fig_radius_theories(result: dict, fig: Figure | None = None) -> Figure:
+    """Figure 12: measured against the SDE and the corrected prediction, one point per run."""
+    radius, setup = result["radius"], result["setup"]
+    quantity = result["V1"]["quantity"]
+    measured = radius[quantity]
+    fig = fig or Figure(figsize=(6, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    sde, corrected = radius.columns[3], radius.columns[4]
+    ax.scatter(radius[sde], measured, s=22, label="SDE prediction", edgecolors="k",
+               linewidths=0.3)
+    ax.scatter(radius[corrected], measured, s=22, marker="s",
+               label="corrected prediction (appendix G)", edgecolors="k", linewidths=0.3)
+    values = np.concatenate([measured, radius[sde], radius[corrected]]).astype(float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size:
+        span = [values.min() / 1.2, values.max() * 1.2]
+        ax.plot(span, span, color="0.4", lw=1, label="equal")
+    ax.set(xscale="log", yscale="log", xlabel="predicted", ylabel="measured",
+           title=f"{setup['sweep']}: {quantity}, SDE against corrected")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def fig_learning_curves(metrics: pd.DataFrame, setup: dict, fig: Figure | None = None) -> Figure:
+    """Figure 13: learning curves of every run, colored by the rate."""
+    fig = fig or Figure(figsize=(15, 9), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    rate, _ = _names(setup["protocol"])
+    rates = np.sort(metrics["learning_rate"].unique())
+    norm = _log_norm(rates)
+    columns = [("train_loss", "train loss"), ("radius", "radius ||w||"),
+               ("full_grad_norm2", r"$\|\nabla L(\bar w)\|^2$"),
+               ("trace_cov", r"Tr $\Sigma_{\bar w}$")]
+    for ax, (col, label) in zip(axes, columns):
+        for _, run in metrics.groupby("run"):
+            ax.plot(run["iteration"], run[col], color=_CMAP(norm(run["learning_rate"].iloc[0])),
+                    lw=0.8, alpha=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="iteration", ylabel=label)
+        _log_ticks(ax.xaxis)
+    fig.colorbar(ScalarMappable(norm, _CMAP), ax=axes.tolist(), label=f"${rate}$", pad=0.01)
+    fig.suptitle(f"{setup['sweep']}: learning curves")
+    return fig
+
+
+def plot_sweep(path, out=None) -> list[Path]:
+    """Every figure of the sweep at ``path`` into ``out`` (default ``path/figures``), PNG and
+    PDF; returns the written paths."""
+    path = Path(path)
+    out = Path(out) if out is not None else path / "figures"
+    result = analysis_nn.analyze_sweep(path, bootstrap=0)
+    metrics, _ = sweep.gather(path)
+    figures = {"stationary": fig_stationary(result),
+               "radius_theories": fig_radius_theories(result),
+               "learning_curves": fig_learning_curves(metrics, result["setup"])}
+    written = []
+    for name, fig in figures.items():
+        for suffix in (".png", ".pdf"):
+            written.append(save_figure(fig, out / f"{name}{suffix}"))
+    return written
