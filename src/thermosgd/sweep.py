@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
+from tqdm.auto import tqdm
 
 from thermosgd import _io
 
@@ -402,12 +403,15 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
         dataset = load_data(configs[0], resolve_device(device))
     claim_sweep_dir(out, sweep, scale)
     results = {}
-    for group in groups:
-        results |= run_group([configs[i] for i in group],
-                             [out / "runs" / run_name(configs[i]) for i in group],
-                             sweep_dir=out, dataset=dataset, max_batch=max_batch,
-                             progress=progress,
-                             checkpoint_every=checkpoint_every, mechanism=mechanism)
+    with tqdm(total=sum(map(len, groups)), unit="run", desc=sweep.name, disable=not progress,
+              dynamic_ncols=True) as bar:  # the sweep's bar; each run shows its own below
+        for group in groups:
+            results |= run_group([configs[i] for i in group],
+                                 [out / "runs" / run_name(configs[i]) for i in group],
+                                 sweep_dir=out, dataset=dataset, max_batch=max_batch,
+                                 progress=progress, checkpoint_every=checkpoint_every,
+                                 mechanism=mechanism)
+            bar.update(len(group))
     return results
 
 
