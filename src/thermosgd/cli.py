@@ -1,5 +1,5 @@
 """Command line: ``thermosgd simulate``, ``reproduce isotropic``, ``train``, ``sweep list|run|
-status`` and ``collect``.
+status``, ``collect``, ``analyze`` and ``plot``.
 
 Bad input exits with status 2 and one line saying what to change; nothing is written.
 """
@@ -251,7 +251,9 @@ def _prepare_train(args, progress):
         outs = [Path(args.out)]
     else:
         _io.check_output_dir(args.out, GRID_KIND)
-        outs = [Path(args.out) / _run_name(c) for c in configs]
+        from thermosgd.sweep import run_name
+
+        outs = [Path(args.out) / run_name(c) for c in configs]
     for config, out in zip(configs, outs):
         trainer.prepare(config, out)
     device = trainer.resolve_device(configs[0].device)
@@ -426,12 +428,6 @@ def _preset_table(presets) -> str:
                      f"{len(p.seconds)} {second} in [{min(p.seconds):.3g}, {max(p.seconds):.3g}]"
                      f"; {p.description}")
     return "\n".join(lines)
-
-
-def _run_name(config) -> str:
-    from thermosgd.sweep import run_name
-
-    return run_name(config)
 
 
 def main(argv=None) -> int:

@@ -322,7 +322,7 @@ def _any_data(sweep: Sweep) -> str | None:
 
 def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | None = None,
               progress: bool = True, checkpoint_every: float = 600.0,
-              mechanism: str = "auto") -> dict[str, str]:
+              mechanism: str = "auto") -> dict[str, dict]:
     """Train the configurations whose locks this worker gets; returns {run name: {"status",
     "resumed_from"}} (status "running" for those another worker holds). Finished runs are read
     back, interrupted ones resume from their checkpoints (``thermosgd.nn.batched``)."""
