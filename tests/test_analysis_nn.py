@@ -123,3 +123,15 @@ def test_analyze_and_plot_refuse_what_is_not_a_sweep(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as exc:
         main([command, str(tmp_path)])
     assert exc.value.code == 2 and "not a sweep directory" in capsys.readouterr().err
+
+
+def test_a_sweep_with_no_finished_run_is_refused(tmp_path, digits):
+    """eta_eff = 0.2 from ||w|| = 1 diverges within ~10 steps (lr grows with the norm)."""
+    spec = sweep.sweep_from_dict({
+        "protocol": "fixed-elr", "learning_rates": [0.2, 0.4], "weight_decays": [0.02],
+        "width": 2, "iterations": 100, "queue_size": 4,
+        "train": {"log_every": 50, "log_linear_until": 100, "log_points": 0,
+                  "queue_every": 10, "stationary_logs": 2}})
+    sweep.run_local(spec, tmp_path / "sw", dataset=digits, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"no finished run to analyse \(2 diverged, 0 not"):
+        analysis_nn.analyze_sweep(tmp_path / "sw")

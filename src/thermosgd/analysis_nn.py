@@ -168,6 +168,10 @@ def analyze_sweep(path, *, stationary_logs: int | None = None, bootstrap: int = 
     metrics, raw = sweep.gather(path)
     missing_runs = raw.loc[~raw["status"].isin(["finished", "diverged"]), "run"].tolist()
     done = raw[raw["status"] == "finished"].copy()
+    if done.empty:
+        diverged = int((raw["status"] == "diverged").sum())
+        raise ValueError(f"{path}: no finished run to analyse ({diverged} diverged, "
+                         f"{len(missing_runs)} not finished)")
     absent = [c for c in REQUIRED if c not in done.columns]
     if absent:
         raise ValueError(f"{path}: the runs lack the column(s) {', '.join(absent)}; were they "

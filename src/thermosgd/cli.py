@@ -1,5 +1,5 @@
 """Command line: ``thermosgd simulate``, ``reproduce isotropic``, ``train``, ``sweep list|run|
-status``, ``collect``, ``analyze`` and ``plot``.
+status``, ``collect``, ``analyze``, ``plot`` and ``report``.
 
 Bad input exits with status 2 and one line saying what to change; nothing is written.
 """
@@ -130,6 +130,13 @@ def _add_sweep_parsers(sub):
                         description="Write DIR/figures/{stationary,radius_theories,"
                                     "learning_curves}.{png,pdf} for a sweep directory.")
     pl.add_argument("dir", help="a sweep directory")
+    rp = sub.add_parser("report", help="one self-contained HTML report and a Markdown summary",
+                        description="Write DIR/report.html (figures embedded) and DIR/report.md "
+                                    "for a sweep directory: the setup, every check with its "
+                                    "value, tolerance and pass/fail, the paper's Table-4 row.")
+    rp.add_argument("dir", help="a sweep directory")
+    rp.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for the fit's confidence intervals (0: none)")
 
 
 def _add_train_parser(sub):
@@ -197,6 +204,18 @@ def _prepare(args):
     progress = not getattr(args, "no_progress", True)
     if args.command == "analyze":
         return _prepare_analyze(args)
+    if args.command == "report":
+        from thermosgd import sweep
+        from thermosgd.report_nn import write_report
+
+        sweep.read_sweep_dir(args.dir)
+        if args.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+
+        def report_job():
+            page, summary = write_report(args.dir, bootstrap=args.bootstrap)
+            return f"wrote {page} and {summary}"
+        return report_job
     if args.command == "plot":
         from thermosgd import sweep
         from thermosgd.plots_nn import plot_sweep

@@ -165,7 +165,9 @@ def _presets() -> dict[str, Sweep]:
            "queue_size": 200, "train": {"log_every": 200, "log_linear_until": 2000,
                                         "log_points": 60, "measure_passes": 2}}
     for protocol, rates, seconds in (("fixed-lr", (0.1, 0.2, 0.4, 0.8), (0.02, 0.04, 0.08)),
-                                     ("fixed-elr", (0.1, 0.2, 0.4, 0.8), (0.02, 0.04, 0.08)),
+                                     # eta_eff >= 0.02 diverges within ~10 steps from
+                                     # ||w|| = 1 here (lr = eta_eff ||w||^2 grows with the norm)
+                                     ("fixed-elr", (0.001, 0.002, 0.005, 0.01), (0.02, 0.04, 0.08)),
                                      ("fixed-sphere", (0.05, 0.1, 0.2, 0.4), (1.0, 2.0, 4.0))):
         name = f"convnet-digits-{protocol}"
         presets[name] = Sweep(name=name, protocol=protocol, rates=rates, seconds=seconds,

@@ -1,0 +1,81 @@
+"""The network-sweep report: checks against tolerances, Markdown, self-contained HTML rendered in
+headless Chromium (Debian's chromium package), every figure decoded."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from thermosgd import report_nn, sweep
+from thermosgd.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, digits):
+    spec = sweep.sweep_from_dict({
+        "protocol": "fixed-lr", "learning_rates": [0.1, 0.2, 0.4],
+        "weight_decays": [0.02, 0.04, 0.08], "width": 2, "iterations": 200, "queue_size": 4,
+        "train": {"log_every": 50, "log_linear_until": 200, "log_points": 0,
+                  "queue_every": 10, "stationary_logs": 2}})
+    out = tmp_path_factory.mktemp("report") / "sw"
+    sweep.run_local(spec, out, dataset=digits, device="cpu", progress=False)
+    return out
+
+
+def _loaded_figures(page) -> int:
+    """Open the page in headless Chromium and read how many images decoded."""
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'data-figures-loaded="(\d+)"', dom)
+    assert found, "the page's load script did not run"
+    return int(found.group(1))
+
+
+def test_checks_follow_the_tolerances():
+    result = {"V1": {"corrected": {"median_rel_error": 0.05, "max_rel_error": 0.2},
+                     "sde": {"median_rel_error": 0.4, "max_rel_error": 0.6}},
+              "V3": {"r2": 0.95, "a2/R": -1.2, "2a4/R": 0.01, "a5/R": -0.2,
+                     "mean_rel_error": 0.05, "max_rel_error": 0.3,
+                     "paper": {"a2/R": -1.029, "r2": 0.9926}},
+              "converging_runs": ["x"]}
+    rows = {c.name: c for c in report_nn.checks(result)}
+    assert rows["V1 corrected, median abs. rel. error"].status == "pass"
+    assert rows["V1 SDE, median abs. rel. error"].status == "info"
+    assert rows["a2/R"].status == "fail" and rows["a2/R"].paper == -1.029
+    assert rows["2a4/R"].status == "pass" and rows["a5/R"].status == "fail"
+    assert rows["R^2"].status == "pass" and rows["Maxwell mean rel. error"].status == "pass"
+    assert rows["still converging (appendix H), left out"].value == 1
+
+
+def test_report_writes_a_self_contained_page_and_a_summary(tiny_sweep, capsys):
+    assert main(["report", str(tiny_sweep), "--bootstrap", "20"]) == 0
+    page = (tiny_sweep / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 3
+    assert not re.search(r"src=['\"](?!data:)", page)  # nothing outside the file
+    summary = (tiny_sweep / "report.md").read_text()
+    assert "| (a1-a2)/R |" in summary and "| check | value |" in summary
+    for link in re.findall(r"\]\((figures/[^)]+)\)", summary):
+        assert (tiny_sweep / link).is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+def test_every_figure_renders_in_headless_chromium(tiny_sweep, tmp_path):
+    """The report shows all three figures; a page with one image corrupted shows two, so the
+    browser check can fail."""
+    page, _ = report_nn.write_report(tiny_sweep, bootstrap=0)
+    assert _loaded_figures(page) == 3
+    broken = tmp_path / "broken.html"
+    text = page.read_text()
+    start = text.index("base64,") + len("base64,")
+    broken.write_text(text[:start] + "AAAA" + text[start + 40:])
+    assert _loaded_figures(broken) == 2
+
+
+def test_report_refuses_what_is_not_a_sweep(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path)])
+    assert exc.value.code == 2 and "not a sweep directory" in capsys.readouterr().err
