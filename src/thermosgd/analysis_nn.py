@@ -12,12 +12,15 @@ logs) are flagged and left out of the fits.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from thermosgd import analysis, sweep, theory
+from thermosgd import _io, analysis, sweep, theory
 
-__all__ = ["MIN_FIT_POINTS", "PAPER_TABLE4", "analyze_sweep", "converging", "table4"]
+__all__ = ["MIN_FIT_POINTS", "PAPER_TABLE4", "analyze_sweep", "converging", "table4",
+           "write_analysis"]
 
 MIN_FIT_POINTS = 6  # the quadratic of eq. 34 has six coefficients
 REQUIRED = ("train_loss", "radius", "sigma2", "temperature", "pressure", "volume",
@@ -214,6 +217,17 @@ def analyze_sweep(path, *, stationary_logs: int | None = None, bootstrap: int = 
         paper = PAPER_TABLE4.get((spec.model, spec.width, spec.dataset), {})
         result["V3"]["paper"] = paper.get(spec.protocol)
     return result
+
+
+def write_analysis(path, result: dict) -> list:
+    """``path/analysis.json`` (every number, with provenance), ``analysis_table.csv`` (the
+    stationary table) and ``analysis_radius.csv`` (V1 per configuration), written atomically."""
+    path = Path(path)
+    _io.write_csv(path / "analysis_table.csv", result["table"])
+    _io.write_csv(path / "analysis_radius.csv", result["radius"])
+    record = {k: v for k, v in result.items() if k not in ("table", "radius")}
+    _io.write_json(path / "analysis.json", record | _io.provenance())
+    return [path / "analysis.json", path / "analysis_table.csv", path / "analysis_radius.csv"]
 
 
 def _errors(rel) -> dict:

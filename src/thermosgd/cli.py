@@ -119,24 +119,22 @@ def _add_sweep_parsers(sub):
                         description="Write DIR/metrics.parquet (every log of every run) and "
                                     "DIR/stationary.csv (one row per configuration).")
     co.add_argument("dir", help="a sweep directory")
-    an = sub.add_parser("analyze", help="V1 radii, V3 Table 4 and appendix H flags of a sweep",
-                        description="Write DIR/analysis.json, DIR/analysis_table.csv (the "
-                                    "stationary table) and DIR/analysis_radius.csv (V1 per "
-                                    "configuration) for a sweep directory.")
-    an.add_argument("dir", help="a sweep directory")
-    an.add_argument("--bootstrap", type=int, default=1000,
-                    help="bootstrap resamples for the fit's confidence intervals (0: none)")
-    pl = sub.add_parser("plot", help="figures of a sweep (paper Figures 2, 5-10, 12, 13)",
-                        description="Write DIR/figures/{stationary,radius_theories,"
-                                    "learning_curves}.{png,pdf} for a sweep directory.")
-    pl.add_argument("dir", help="a sweep directory")
-    rp = sub.add_parser("report", help="one self-contained HTML report and a Markdown summary",
-                        description="Write DIR/report.html (figures embedded) and DIR/report.md "
-                                    "for a sweep directory: the setup, every check with its "
-                                    "value, tolerance and pass/fail, the paper's Table-4 row.")
-    rp.add_argument("dir", help="a sweep directory")
-    rp.add_argument("--bootstrap", type=int, default=1000,
-                    help="bootstrap resamples for the fit's confidence intervals (0: none)")
+    for name, text, description, bootstrap in (
+            ("analyze", "V1 radii, V3 Table 4 and appendix H flags of a sweep",
+             ("Write DIR/analysis.json, DIR/analysis_table.csv (the stationary table) and "
+              "DIR/analysis_radius.csv (V1 per configuration) for a sweep directory."), True),
+            ("plot", "figures of a sweep (paper Figures 2, 5-10, 12, 13)",
+             ("Write DIR/figures/{stationary,radius_theories,learning_curves}.{png,pdf} for a "
+              "sweep directory."), False),
+            ("report", "one self-contained HTML report and a Markdown summary",
+             ("Write DIR/report.html (figures embedded) and DIR/report.md for a sweep "
+              "directory: the setup, every check with its value, tolerance and pass/fail, the "
+              "paper's Table-4 row."), True)):
+        reader = sub.add_parser(name, help=text, description=description)
+        reader.add_argument("dir", help="a sweep directory")
+        if bootstrap:
+            reader.add_argument("--bootstrap", type=int, default=1000,
+                                help="bootstrap resamples for the fit's intervals (0: none)")
 
 
 def _add_train_parser(sub):
@@ -205,22 +203,18 @@ def _prepare(args):
     if args.command == "analyze":
         return _prepare_analyze(args)
     if args.command == "report":
-        from thermosgd import sweep
         from thermosgd.report_nn import write_report
 
-        sweep.read_sweep_dir(args.dir)
-        if args.bootstrap < 0:
-            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        _check_sweep_reader(args)
 
         def report_job():
             page, summary = write_report(args.dir, bootstrap=args.bootstrap)
             return f"wrote {page} and {summary}"
         return report_job
     if args.command == "plot":
-        from thermosgd import sweep
         from thermosgd.plots_nn import plot_sweep
 
-        sweep.read_sweep_dir(args.dir)
+        _check_sweep_reader(args)
         return lambda: "wrote " + ", ".join(str(p) for p in plot_sweep(args.dir))
     if args.command in ("sweep", "collect"):
         return _prepare_sweep(args, progress)
@@ -389,19 +383,14 @@ def _prepare_sweep(args, progress):
 def _prepare_analyze(args):
     from pathlib import Path
 
-    from thermosgd import _io, analysis_nn, sweep
+    from thermosgd import analysis_nn
 
-    sweep.read_sweep_dir(args.dir)
-    if args.bootstrap < 0:
-        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    _check_sweep_reader(args)
     result = analysis_nn.analyze_sweep(args.dir, bootstrap=args.bootstrap)  # errors: exit 2
 
     def job():
         out = Path(args.dir)
-        _io.write_csv(out / "analysis_table.csv", result["table"])
-        _io.write_csv(out / "analysis_radius.csv", result["radius"])
-        record = {k: v for k, v in result.items() if k not in ("table", "radius")}
-        _io.write_json(out / "analysis.json", record | _io.provenance())
+        analysis_nn.write_analysis(out, result)
         lines = [f"{result['setup']['sweep']}: {len(result['table'])} configurations analysed"]
         if result["missing_runs"]:
             lines.append(f"  missing (not finished): {', '.join(result['missing_runs'])}")
@@ -421,6 +410,15 @@ def _prepare_analyze(args):
         lines.append(f"wrote {out}/analysis.json, analysis_table.csv, analysis_radius.csv")
         return "\n".join(lines)
     return job
+
+
+def _check_sweep_reader(args) -> None:
+    """analyze, plot, report: DIR must be a sweep directory, --bootstrap not negative."""
+    from thermosgd import sweep
+
+    sweep.read_sweep_dir(args.dir)
+    if getattr(args, "bootstrap", 0) < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
 
 
 def _pct(value) -> str:

@@ -106,8 +106,8 @@ def _interval(result, name) -> str:
 
 def _setup_lines(result) -> list[str]:
     s = result["setup"]
-    lines = [f"{s['model']} k={s['width']} on {s['dataset']}, {s['protocol']}, d = {s['d']}, "
-             f"{s['iterations']} iterations, {s['configurations']} configurations",
+    lines = [(f"{s['model']} k={s['width']} on {s['dataset']}, {s['protocol']}, d = {s['d']}, "
+              f"{s['iterations']} iterations, {s['configurations']} configurations"),
              f"finished and stationary: {len(result['table']) - len(result['converging_runs'])}"]
     for key, label in (("missing_runs", "missing (not finished)"),
                        ("diverged_runs", "diverged"),
@@ -138,8 +138,8 @@ def render_html(result: dict, images: dict[str, bytes]) -> str:
              ".pass{color:#1a7f37}.fail{color:#cf222e}.info{color:#666}img{max-width:100%}")
     body = [f"<h1>{html.escape(result['setup']['sweep'])}</h1>", "<ul>"]
     body += [f"<li>{html.escape(line)}</li>" for line in _setup_lines(result)] + ["</ul>"]
-    body += ["<table><tr><th>check</th><th>value</th><th>95 % interval</th><th>tolerance</th>"
-             "<th>status</th><th>paper</th></tr>"]
+    body += [("<table><tr><th>check</th><th>value</th><th>95 % interval</th><th>tolerance</th>"
+              "<th>status</th><th>paper</th></tr>")]
     body += [f"<tr><td>{html.escape(c.name)}</td><td>{_fmt(c.value)}</td>"
              f"<td>{_interval(result, c.name)}</td><td>{html.escape(c.tolerance)}</td>"
              f"<td class='{c.status}'>{c.status}</td><td>{_fmt(c.paper)}</td></tr>"
@@ -179,6 +179,5 @@ def write_report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
     page, summary = path / "report.html", path / "report.md"
     _io.atomic_write(page, lambda tmp: tmp.write_text(render_html(result, images)))
     _io.atomic_write(summary, lambda tmp: tmp.write_text(render_markdown(result, links)))
-    record = {k: v for k, v in result.items() if k not in ("table", "radius")}
-    _io.write_json(path / "analysis.json", record | _io.provenance())
+    analysis_nn.write_analysis(path, result)
     return page, summary
