@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
+from matplotlib import colormaps, ticker
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -51,8 +51,20 @@ def _by_level(ax, table, x, y, level, *, fit=None, log_y=True, line="-o", label=
         ax.set_yscale("log")
     if label is not None:
         ax.figure.colorbar(ScalarMappable(norm, _CMAP), ax=ax, pad=0.01, label=label)
-    _log_ticks(ax.xaxis)
+    _grid_ticks(ax.xaxis, table[x].unique())
     return ax
+
+
+def _grid_ticks(axis, values):
+    """A short grid (the CPU-scale ones) gets a labelled tick per value: within a decade the
+    default log ticks label overlapping minor ticks, or none. Long grids keep decade ticks."""
+    values = np.sort(np.asarray(values, float))
+    axis.set_minor_formatter(ticker.NullFormatter())
+    if len(values) <= 8:
+        axis.set_major_locator(ticker.FixedLocator(values))
+        axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    else:
+        _log_ticks(axis)
 
 
 def fig_stationary(result: dict, fig: Figure | None = None) -> Figure:
