@@ -115,7 +115,9 @@ def test_analyze_a_real_sweep_lists_missing_runs(tmp_path, digits, capsys):
         (out / "runs" / name / "summary.json").unlink()
     with pytest.raises(SystemExit) as exc:  # 5 finished runs: too few for the quadratic
         main(["analyze", str(out)])
-    assert exc.value.code == 2 and "at least 6 configurations" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "at least 6 configurations with an entropy, got 5" in err
+    assert "0 still converging (appendix H), 4 not finished" in err
 
 
 @pytest.mark.parametrize("command", ["analyze", "plot"])

@@ -208,6 +208,13 @@ def analyze_sweep(path, *, stationary_logs: int | None = None, bootstrap: int = 
         "sde": _errors(radius["sde_rel_error"]),
         "corrected": _errors(radius["corrected_rel_error"])}
     if spec.protocol in ("fixed-lr", "fixed-elr"):
+        usable = int(np.isfinite(stationary["entropy"].to_numpy(float)).sum())
+        if usable < MIN_FIT_POINTS:
+            raise ValueError(
+                f"{path}: the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
+                f"configurations with an entropy, got {usable}: "
+                f"{len(result['converging_runs'])} still converging (appendix H), "
+                f"{len(missing_runs)} not finished, {len(result['diverged_runs'])} diverged")
         grid = stationary.assign(lr=stationary["rate"], wd=stationary["second"],
                                  protocol=spec.protocol)
         interior = analysis.interior_mask(grid) if len(grid) else None
