@@ -166,7 +166,8 @@ def _radius_rows(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
 
 
 def analyze_sweep(path, *, stationary_logs: int | None = None, bootstrap: int = 1000) -> dict:
-    """Every check of one sweep directory: {"setup", "table", "radius", "V1", "V3", ...}."""
+    """Every check of one sweep directory: {"setup", "table", "radius", "metrics", "V1", "V3",
+    ...}."""
     spec, _ = sweep.read_sweep_dir(path)
     metrics, raw = sweep.gather(path)
     missing_runs = raw.loc[~raw["status"].isin(["finished", "diverged"]), "run"].tolist()
@@ -200,6 +201,7 @@ def analyze_sweep(path, *, stationary_logs: int | None = None, bootstrap: int = 
         "diverged_runs": raw.loc[raw["status"] == "diverged", "run"].tolist(),
         "converging_runs": table.loc[table["converging"], "run"].tolist(),
         "table": table,
+        "metrics": metrics,  # every log of every run, for the learning curves
     }
     radius = _radius_rows(stationary, spec.protocol)
     result["radius"] = radius
@@ -232,7 +234,7 @@ def write_analysis(path, result: dict) -> list:
     path = Path(path)
     _io.write_csv(path / "analysis_table.csv", result["table"])
     _io.write_csv(path / "analysis_radius.csv", result["radius"])
-    record = {k: v for k, v in result.items() if k not in ("table", "radius")}
+    record = {k: v for k, v in result.items() if k not in ("table", "radius", "metrics")}
     _io.write_json(path / "analysis.json", record | _io.provenance())
     return [path / "analysis.json", path / "analysis_table.csv", path / "analysis_radius.csv"]
 

@@ -21,7 +21,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from thermosgd import analysis_nn, sweep
+from thermosgd import analysis_nn
 from thermosgd.plots import _log_norm, _log_ticks, save_figure
 
 __all__ = ["fig_learning_curves", "fig_radius_theories", "fig_stationary", "plot_sweep"]
@@ -163,10 +163,9 @@ def plot_sweep(path, out=None) -> list[Path]:
     path = Path(path)
     out = Path(out) if out is not None else path / "figures"
     result = analysis_nn.analyze_sweep(path, bootstrap=0)
-    metrics, _ = sweep.gather(path)
     figures = {"stationary": fig_stationary(result),
                "radius_theories": fig_radius_theories(result),
-               "learning_curves": fig_learning_curves(metrics, result["setup"])}
+               "learning_curves": fig_learning_curves(result["metrics"], result["setup"])}
     written = []
     for name, fig in figures.items():
         for suffix in (".png", ".pdf"):

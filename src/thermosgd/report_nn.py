@@ -24,7 +24,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from thermosgd import _io, analysis_nn, sweep
+from thermosgd import _io, analysis_nn
 from thermosgd.plots_nn import fig_learning_curves, fig_radius_theories, fig_stationary
 
 __all__ = ["RULES", "Check", "checks", "render_html", "render_markdown", "write_report"]
@@ -166,10 +166,9 @@ def write_report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
     the PNGs the Markdown links to, under ``figures/``)."""
     path = Path(path)
     result = analysis_nn.analyze_sweep(path, bootstrap=bootstrap)
-    metrics, _ = sweep.gather(path)
     figures = {"stationary values": fig_stationary(result),
                "radius: SDE against corrected": fig_radius_theories(result),
-               "learning curves": fig_learning_curves(metrics, result["setup"])}
+               "learning curves": fig_learning_curves(result["metrics"], result["setup"])}
     images = {name: _png(fig) for name, fig in figures.items()}
     links = {}
     for name, png in images.items():
