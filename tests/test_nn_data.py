@@ -288,11 +288,27 @@ def test_digits_resized(digits):
     ({"name": "digits", "image_size": True}, "image_size must be an integer >= 8"),
     ({"name": "digits", "samples_per_class": 0}, "samples_per_class must be an integer >= 1"),
     ({"name": "cifar10", "samples_per_class": 0}, "samples_per_class"),  # before any I/O
+    ({"name": "digits", "label_noise": 1.5}, r"label_noise must be a fraction in \[0, 1\]"),
+    ({"name": "digits", "label_noise": -0.1}, r"label_noise must be a fraction"),
 ])
 def test_bad_arguments(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern) as err:
         load_dataset(**kwargs)
     assert not isinstance(err.value, DataError)
+
+
+def test_label_noise_replaces_a_seeded_fraction_of_train_labels_only(digits):
+    noisy = load_dataset("digits", label_noise=0.3)
+    changed = (noisy.train_y != digits.train_y).double().mean().item()
+    # 30 % are redrawn and 1 in 10 of those lands on the true class again: ~27 % change
+    assert 0.24 < changed < 0.30
+    torch.testing.assert_close(noisy.test_y, digits.test_y)
+    torch.testing.assert_close(noisy.train_x, digits.train_x)
+    again = load_dataset("digits", label_noise=0.3)
+    assert torch.equal(again.train_y, noisy.train_y)
+    other = load_dataset("digits", label_noise=0.3, label_noise_seed=1)
+    assert not torch.equal(other.train_y, noisy.train_y)
+    assert torch.equal(load_dataset("digits", label_noise=0.0).train_y, digits.train_y)
 
 
 def test_constants():

@@ -113,6 +113,22 @@ def test_finished_run_is_read_back_and_other_configs_refused(digits, tmp_path):
         train(other, tmp_path, dataset=digits, progress=False)
 
 
+def test_a_run_written_before_a_field_existed_resumes_with_its_default(digits, tmp_path):
+    config = TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-2, **SHORT)
+    first = train(config, tmp_path, dataset=digits, progress=False)
+    record = json.loads((tmp_path / "config.json").read_text())
+    del record["config"]["label_noise"]  # as written by thermosgd before label noise existed
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    again = train(config, tmp_path, dataset=digits, progress=False)
+    pd.testing.assert_frame_equal(first.metrics, again.metrics)
+    noisy = TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-2,
+                        label_noise=0.3, **SHORT)
+    with pytest.raises(ValueError, match=r"another configuration \(label_noise 0.0 -> 0.3\)"):
+        train(noisy, tmp_path, dataset=digits, progress=False)
+    with pytest.raises(ValueError, match=r"--label-noise\) must be a fraction in \[0, 1\]"):
+        TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-2, label_noise=2)
+
+
 def _train_command(out):
     return [sys.executable, "-m", "thermosgd.cli", "train", "--protocol", "fixed-sphere",
             "--lr", "0.01", "--radius", "2", "--width", "2", "--iterations", "900",

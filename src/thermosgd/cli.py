@@ -157,6 +157,9 @@ def _add_train_parser(sub):
                     help="path of cifar-10-python.tar.gz / cifar-100-python.tar.gz or its folder")
     tr.add_argument("--samples-per-class", type=int, default=None, help="seeded training subset")
     tr.add_argument("--image-size", type=int, default=None, help="resize inputs (>= 8 px)")
+    tr.add_argument("--label-noise", type=float, default=0.0,
+                    help="fraction of train labels replaced by uniformly drawn classes (default "
+                         "0; not in the paper: keeps an easy task from interpolating)")
     tr.add_argument("--protocol", required=True, help="fixed-lr, fixed-elr or fixed-sphere")
     tr.add_argument("--lr", type=float, nargs="+", required=True,
                     help="eta (fixed-lr) or eta_eff (fixed-elr, fixed-sphere); several values "
@@ -247,7 +250,8 @@ def _prepare_train(args, progress):
     from thermosgd import _io
     from thermosgd.nn import trainer
 
-    names = ("model", "width", "dataset", "data", "samples_per_class", "image_size", "protocol",
+    names = ("model", "width", "dataset", "data", "samples_per_class", "image_size",
+             "label_noise", "protocol",
              "iterations", "batch_size", "init_seed", "head_seed", "bn_eps", "queue_size",
              "queue_every", "log_every", "log_linear_until", "log_points", "stationary_logs",
              "measure_passes", "device")

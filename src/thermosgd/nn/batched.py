@@ -66,6 +66,7 @@ MECHANISMS = ("auto", "loop", "vmap")
 
 # fields every configuration of one batch must share (the rest: lr, wd, radius, seed may differ)
 SHARED_FIELDS = ("protocol", "model", "width", "dataset", "samples_per_class", "image_size",
+                 "label_noise",
                  "iterations", "batch_size", "init_seed", "head_seed", "bn_eps", "queue_size",
                  "queue_every", "log_every", "log_linear_until", "log_points", "stationary_logs",
                  "measure_passes", "device")

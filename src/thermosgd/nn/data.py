@@ -118,7 +118,8 @@ class Dataset:
 
 def load_dataset(name: str, *, root: str | Path | None = None,
                  device: str | torch.device = "cpu", samples_per_class: int | None = None,
-                 subset_seed: int = 0, image_size: int | None = None) -> Dataset:
+                 subset_seed: int = 0, image_size: int | None = None,
+                 label_noise: float = 0.0, label_noise_seed: int = 0) -> Dataset:
     """Load a dataset as normalized float32 tensors on `device`.
 
     name: one of DATASETS. root: for CIFAR, the official .tar.gz, a directory holding it, the
@@ -126,12 +127,19 @@ def load_dataset(name: str, *, root: str | Path | None = None,
     samples_per_class: keep exactly this many train images per class, drawn with
     numpy's Generator(subset_seed); the test set is never subsampled.
     image_size: resize both splits (bilinear, after normalization) to image_size x image_size.
+    label_noise: replace this fraction of the train labels (the first round(fraction * n) of a
+    permutation drawn with numpy's Generator(label_noise_seed)) by a class drawn uniformly
+    from all classes, so the true label survives at 1/num_classes of them; the test labels stay
+    clean. Not in the paper: it keeps a small network on an easy set from interpolating, so
+    that SGD reaches a stationary state (see benchmarks/RESULTS.md, digits validation).
     Raises DataError for a missing or malformed archive, ValueError for bad arguments.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if samples_per_class is not None:
         _check_int("samples_per_class", samples_per_class, 1)
+    if not (isinstance(label_noise, (int, float)) and 0 <= label_noise <= 1):
+        raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise!r}")
     if image_size is not None:
         _check_int("image_size", image_size, _MIN_IMAGE_SIZE,
                    " (the networks pool three times by 2)")
@@ -145,6 +153,8 @@ def load_dataset(name: str, *, root: str | Path | None = None,
     if samples_per_class is not None:
         keep = _subset_indices(train_y, num_classes, samples_per_class, subset_seed, name)
         train_x, train_y = train_x[keep], train_y[keep]
+    if label_noise:
+        train_y = noisy_labels(train_y, num_classes, label_noise, label_noise_seed)
 
     # One host-to-device copy per array; for CIFAR the uint8 pixels travel, 4x smaller than floats.
     train_x, test_x = (torch.from_numpy(np.ascontiguousarray(x)).to(device)
@@ -160,6 +170,17 @@ def load_dataset(name: str, *, root: str | Path | None = None,
         train_x, test_x = (F.interpolate(x, size=(image_size, image_size), mode="bilinear",
                                          align_corners=False) for x in (train_x, test_x))
     return Dataset(name, train_x, train_y, test_x, test_y, num_classes)
+
+
+def noisy_labels(labels: np.ndarray, num_classes: int, fraction: float,
+                 seed: int) -> np.ndarray:
+    """A copy of ``labels`` with round(fraction * n) of them, chosen by a seeded permutation,
+    replaced by classes drawn uniformly (symmetric label noise)."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(labels, copy=True)
+    chosen = rng.permutation(labels.size)[: int(round(fraction * labels.size))]
+    labels[chosen] = rng.integers(0, num_classes, size=chosen.size)
+    return labels
 
 
 def _check_int(label: str, value, minimum: int, why: str = "") -> None:

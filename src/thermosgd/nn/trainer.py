@@ -58,6 +58,7 @@ class TrainConfig:
     data: str | None = None  # path of the official CIFAR python archive or its folder
     samples_per_class: int | None = None  # seeded training subset; None = the whole set
     image_size: int | None = None  # resize inputs to this many pixels; None = native size
+    label_noise: float = 0.0  # fraction of train labels replaced by uniform classes (not paper)
     iterations: int = 10_000  # SGD steps
     batch_size: int = 128  # B, drawn with replacement at every step (no epochs)
     seed: int = 0  # mini-batch stream
@@ -108,6 +109,9 @@ class TrainConfig:
         if self.log_points < 0 or self.log_linear_until < 0:
             raise ValueError("log_points and log_linear_until must be >= 0")
         _positive("bn_eps", self.bn_eps)
+        if not (isinstance(self.label_noise, (int, float)) and 0 <= self.label_noise <= 1):
+            raise ValueError(f"label noise (--label-noise) must be a fraction in [0, 1], got "
+                             f"{self.label_noise!r}")
 
     @property
     def hyperparameters(self) -> tuple[float, float]:
@@ -155,7 +159,8 @@ def resolve_device(device: str) -> torch.device:
 
 def load_data(config: TrainConfig, device) -> Dataset:
     return load_dataset(config.dataset, root=config.data, device=device,
-                        samples_per_class=config.samples_per_class, image_size=config.image_size)
+                        samples_per_class=config.samples_per_class, image_size=config.image_size,
+                        label_noise=config.label_noise)
 
 
 def prepare(config: TrainConfig, out: Path | None) -> None:
@@ -169,6 +174,8 @@ def prepare(config: TrainConfig, out: Path | None) -> None:
     if stored.is_file():
         before = json.loads(stored.read_text())["config"]
         now = config.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        before = defaults | before  # a field added after the run was written reads as its default
         diff = [k for k in now if k not in _RUNTIME_FIELDS and before.get(k) != now[k]]
         if diff:
             changes = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in diff)
