@@ -178,7 +178,7 @@ def noisy_labels(labels: np.ndarray, num_classes: int, fraction: float,
     replaced by classes drawn uniformly (symmetric label noise)."""
     rng = np.random.default_rng(seed)
     labels = np.array(labels, copy=True)
-    chosen = rng.permutation(labels.size)[: int(round(fraction * labels.size))]
+    chosen = rng.permutation(labels.size)[: round(fraction * labels.size)]
     labels[chosen] = rng.integers(0, num_classes, size=chosen.size)
     return labels
 
