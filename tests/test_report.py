@@ -93,7 +93,7 @@ def test_write_report_lists_everything_and_links_figures(tmp_path, checks):
     path = report.write_report(tmp_path)
     assert path == tmp_path / "report.md"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checks.json", "fixed-lr", "fixed-sphere", "report.md"]  # no temp file left behind
+        "checks.json", "fixed-lr", "fixed-sphere", "report.html", "report.md"]  # no temp file
     text = path.read_text(encoding="utf-8")
 
     for name in ["fixed LR", "fixed ELR", "fixed sphere"]:
@@ -110,6 +110,9 @@ def test_write_report_lists_everything_and_links_figures(tmp_path, checks):
     assert len(failing) == 1 and "30.00 %" in failing[0]
     misses = text.split("## Where it misses")[1].split("##")[0]
     assert "fixed sphere" in misses and "mean loss U" in misses and "fails" in misses
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.count("src='data:image/png;base64,") == 2  # the same page, figures inlined
+    assert "class='fail'" in page and "Where it misses" in page and "abc1234" in page
 
 
 def test_write_report_needs_checks(tmp_path):

@@ -2,37 +2,12 @@
 headless Chromium (Debian's chromium package), every figure decoded."""
 
 import re
-import shutil
-import subprocess
 
 import pytest
+from conftest import CHROMIUM, loaded_figures
 
-from thermosgd import report_nn, sweep
+from thermosgd import report_nn
 from thermosgd.cli import main
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory, digits):
-    spec = sweep.sweep_from_dict({
-        "protocol": "fixed-lr", "learning_rates": [0.1, 0.2, 0.4],
-        "weight_decays": [0.02, 0.04, 0.08], "width": 2, "iterations": 200, "queue_size": 4,
-        "train": {"log_every": 50, "log_linear_until": 200, "log_points": 0,
-                  "queue_every": 10, "stationary_logs": 2}})
-    out = tmp_path_factory.mktemp("report") / "sw"
-    sweep.run_local(spec, out, dataset=digits, device="cpu", progress=False)
-    return out
-
-
-def _loaded_figures(page) -> int:
-    """Open the page in headless Chromium and read how many images decoded."""
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    found = re.search(r'data-figures-loaded="(\d+)"', dom)
-    assert found, "the page's load script did not run"
-    return int(found.group(1))
 
 
 def test_checks_follow_the_tolerances():
@@ -67,12 +42,12 @@ def test_every_figure_renders_in_headless_chromium(tiny_sweep, tmp_path):
     """The report shows all three figures; a page with one image corrupted shows two, so the
     browser check can fail."""
     page, _ = report_nn.write_report(tiny_sweep, bootstrap=0)
-    assert _loaded_figures(page) == 3
+    assert loaded_figures(page) == 3
     broken = tmp_path / "broken.html"
     text = page.read_text()
     start = text.index("base64,") + len("base64,")
     broken.write_text(text[:start] + "AAAA" + text[start + 40:])
-    assert _loaded_figures(broken) == 2
+    assert loaded_figures(broken) == 2
 
 
 def test_report_refuses_what_is_not_a_sweep(tmp_path, capsys):

@@ -119,19 +119,24 @@ def _add_sweep_parsers(sub):
                         description="Write DIR/metrics.parquet (every log of every run) and "
                                     "DIR/stationary.csv (one row per configuration).")
     co.add_argument("dir", help="a sweep directory")
+    where = (" DIR is a sweep (`thermosgd sweep run --out`), an isotropic output (`thermosgd "
+             "reproduce isotropic --out`) or a folder of them.")
     for name, text, description, bootstrap in (
-            ("analyze", "V1 radii, V3 Table 4 and appendix H flags of a sweep",
-             ("Write DIR/analysis.json, DIR/analysis_table.csv (the stationary table) and "
-              "DIR/analysis_radius.csv (V1 per configuration) for a sweep directory."), True),
-            ("plot", "figures of a sweep (paper Figures 2, 5-10, 12, 13)",
-             ("Write DIR/figures/{stationary,radius_theories,learning_curves}.{png,pdf} for a "
-              "sweep directory."), False),
+            ("analyze", "stationary tables, V1 radii, V3 Table 4, appendix H flags",
+             ("A sweep: DIR/analysis.json, analysis_table.csv (the stationary table) and "
+              "analysis_radius.csv (V1 per configuration). An isotropic output: checks.json "
+              "(V1-V4) and analysis_table.csv. A folder: each result's files, and an index "
+              "analysis.json and one analysis_table.csv with a `result` column." + where), True),
+            ("plot", "figures (paper Figures 1-10, 12, 13)",
+             ("A sweep: DIR/figures/{stationary,radius_theories,learning_curves}.{png,pdf}. An "
+              "isotropic output: DIR/<protocol>/figure.{png,pdf} (Figures 1, 3, 4)." + where),
+             False),
             ("report", "one self-contained HTML report and a Markdown summary",
-             ("Write DIR/report.html (figures embedded) and DIR/report.md for a sweep "
-              "directory: the setup, every check with its value, tolerance and pass/fail, the "
-              "paper's Table-4 row."), True)):
+             ("Write DIR/report.html (figures embedded) and DIR/report.md: the setup, every "
+              "check with its value, tolerance and pass/fail, the paper's Table-4 row; one "
+              "section per sweep or isotropic protocol." + where), True)):
         reader = sub.add_parser(name, help=text, description=description)
-        reader.add_argument("dir", help="a sweep directory")
+        reader.add_argument("dir", help="a sweep, an isotropic output, or a folder of them")
         if bootstrap:
             reader.add_argument("--bootstrap", type=int, default=1000,
                                 help="bootstrap resamples for the fit's intervals (0: none)")
@@ -203,22 +208,8 @@ def _prepare(args):
     from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
 
     progress = not getattr(args, "no_progress", True)
-    if args.command == "analyze":
-        return _prepare_analyze(args)
-    if args.command == "report":
-        from thermosgd.report_nn import write_report
-
-        _check_sweep_reader(args)
-
-        def report_job():
-            page, summary = write_report(args.dir, bootstrap=args.bootstrap)
-            return f"wrote {page} and {summary}"
-        return report_job
-    if args.command == "plot":
-        from thermosgd.plots_nn import plot_sweep
-
-        _check_sweep_reader(args)
-        return lambda: "wrote " + ", ".join(str(p) for p in plot_sweep(args.dir))
+    if args.command in ("analyze", "plot", "report"):
+        return _prepare_results(args)
     if args.command in ("sweep", "collect"):
         return _prepare_sweep(args, progress)
     if args.command == "train":
@@ -384,49 +375,26 @@ def _prepare_sweep(args, progress):
     return local_job
 
 
-def _prepare_analyze(args):
-    from pathlib import Path
+def _prepare_results(args):
+    """analyze, plot, report: DIR is a sweep, an isotropic output or a folder of them. The
+    analysis runs here, so that bad input exits 2 before anything is written."""
+    from thermosgd import results
 
-    from thermosgd import analysis_nn
+    bootstrap = getattr(args, "bootstrap", 0)
+    analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)
+    if args.command == "plot":
+        return lambda: "wrote " + ", ".join(str(p) for p in results.plot(args.dir))
+    if args.command == "report":
+        def report_job():
+            page, summary = results.report(args.dir, bootstrap=bootstrap)
+            return f"wrote {page} and {summary}"
+        return report_job
 
-    _check_sweep_reader(args)
-    result = analysis_nn.analyze_sweep(args.dir, bootstrap=args.bootstrap)  # errors: exit 2
-
-    def job():
-        out = Path(args.dir)
-        analysis_nn.write_analysis(out, result)
-        lines = [f"{result['setup']['sweep']}: {len(result['table'])} configurations analysed"]
-        if result["missing_runs"]:
-            lines.append(f"  missing (not finished): {', '.join(result['missing_runs'])}")
-        if result["converging_runs"]:
-            lines.append(f"  still converging, left out of the fits (appendix H): "
-                         f"{', '.join(result['converging_runs'])}")
-        v1 = result["V1"]
-        lines.append(f"  V1 {v1['quantity']}: median |rel. error| SDE "
-                     f"{_pct(v1['sde']['median_rel_error'])}, corrected "
-                     f"{_pct(v1['corrected']['median_rel_error'])}")
-        if "V3" in result:
-            v3 = result["V3"]
-            coefs = ", ".join(f"{k} {v:.3f}" for k, v in v3.items()
-                              if k.endswith("/R") and isinstance(v, float))
-            lines.append(f"  V3 Table 4: R^2 {v3['r2']:.4f}, {coefs}, Maxwell max "
-                         f"{_pct(v3['max_rel_error'])}, mean {_pct(v3['mean_rel_error'])}")
-        lines.append(f"wrote {out}/analysis.json, analysis_table.csv, analysis_radius.csv")
-        return "\n".join(lines)
-    return job
-
-
-def _check_sweep_reader(args) -> None:
-    """analyze, plot, report: DIR must be a sweep directory, --bootstrap not negative."""
-    from thermosgd import sweep
-
-    sweep.read_sweep_dir(args.dir)
-    if getattr(args, "bootstrap", 0) < 0:
-        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+    def analyze_job():
+        written = results.write_analyses(args.dir, analysed)
+        return "\n".join(results.summary_lines(analysed) +
+                         ["wrote " + ", ".join(str(p) for p in written)])
+    return analyze_job
 
 
 def _sweep_summary(out, results: dict) -> str:

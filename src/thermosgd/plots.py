@@ -34,8 +34,8 @@ from matplotlib.lines import Line2D
 
 from thermosgd import theory
 
-__all__ = ["fig_energy_entropy", "fig_entropy_vs_lr", "fig_entropy_vs_wd", "fig_ideal_gas",
-           "fig_potential_minimum", "figure_isotropic", "save_figure"]
+__all__ = ["draw_isotropic", "fig_energy_entropy", "fig_entropy_vs_lr", "fig_entropy_vs_wd",
+           "fig_ideal_gas", "fig_potential_minimum", "figure_isotropic", "save_figure"]
 
 
 @dataclass(frozen=True)
@@ -428,6 +428,11 @@ def fig_potential_minimum(table: pd.DataFrame, ax=None, *, n_picks: int | None =
 
 def figure_isotropic(table: pd.DataFrame, path) -> Path:
     """Compose panels a-e for one protocol into one PNG at ``path`` (written atomically)."""
+    return save_figure(draw_isotropic(table), path)
+
+
+def draw_isotropic(table: pd.DataFrame) -> Figure:
+    """Panels a-e of the paper's Figure 1, 3 or 4 (by the table's protocol) as one figure."""
     st = _stationary(table)
     # Fixed margins, not constrained layout (its bounding-box passes took 2/3 of the drawing
     # time): a 2 x 2 block of curve panels and, right of it, a square-ish slot for the heatmaps.
@@ -447,7 +452,7 @@ def figure_isotropic(table: pd.DataFrame, path) -> Path:
         f"$d={st.d}$, $\\sigma={st.sigma:g}$, {mean['lr'].nunique()} x "
         f"{mean[names.other].nunique()} grid, {st.n_seeds} seed(s), {st.n_diverged} diverged "
         "run(s). Points: measured; lines: theory.", fontsize="large")
-    return save_figure(fig, path)
+    return fig
 
 
 def save_figure(fig: Figure, path, *, dpi: int = 120) -> Path:

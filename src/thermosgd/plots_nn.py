@@ -157,12 +157,12 @@ def fig_learning_curves(metrics: pd.DataFrame, setup: dict, fig: Figure | None =
     return fig
 
 
-def plot_sweep(path, out=None) -> list[Path]:
+def plot_sweep(path, out=None, *, result: dict | None = None) -> list[Path]:
     """Every figure of the sweep at ``path`` into ``out`` (default ``path/figures``), PNG and
-    PDF; returns the written paths."""
+    PDF; returns the written paths. ``result``: the sweep's analysis, if already made."""
     path = Path(path)
     out = Path(out) if out is not None else path / "figures"
-    result = analysis_nn.analyze_sweep(path, bootstrap=0)
+    result = result if result is not None else analysis_nn.analyze_sweep(path, bootstrap=0)
     figures = {"stationary": fig_stationary(result),
                "radius_theories": fig_radius_theories(result),
                "learning_curves": fig_learning_curves(result["metrics"], result["setup"])}

@@ -1,10 +1,12 @@
-"""The Markdown report of an isotropic-noise run: what was simulated, every check against its
+"""The report of an isotropic-noise run: what was simulated, every check against its
 tolerance, the figures, and where the run misses the theory.
 
 ``write_report(out_dir)`` reads ``out_dir/checks.json`` (written by the analysis) and whatever
-``out_dir/<protocol>/figure.png`` exist, and writes ``out_dir/report.md`` atomically. The work is
-done by pure functions: :func:`checks_table` turns the checks into rows with a pass/fail status,
-:func:`render_markdown` turns checks and figure paths into the document.
+``out_dir/<protocol>/figure.png`` exist, and writes ``out_dir/report.md`` and the
+self-contained ``out_dir/report.html`` atomically, in the format network sweeps share
+(``thermosgd._page``). The work is done by pure functions: :func:`checks_table` turns the checks
+into rows with a pass/fail status, :func:`isotropic_page` turns checks and figure paths into the
+page.
 
 Tolerances (``TOLERANCES``; a passing value in the outer fifth of its band is "borderline"):
 
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TOLERANCES", "CheckRow", "Rule", "checks_table", "render_markdown", "write_report"]
+from thermosgd import _page
+from thermosgd._page import Check, Page, Section
+
+__all__ = ["TOLERANCES", "CheckRow", "Rule", "checks_table", "isotropic_page", "render_markdown",
+           "write_report"]
 
 PROTOCOL_ORDER = ("fixed-lr", "fixed-elr", "fixed-sphere")
 _PROTOCOL_NAMES = {
@@ -243,10 +247,6 @@ def _check_label(check: str, entry) -> str:
     return label
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 _CONFIG_KEYS = {
     "d": ("d", "dim", "dimension"),
     "σ": ("sigma", "noise"),
@@ -277,43 +277,32 @@ def _flat(mapping: dict, prefix=""):
             yield f"{prefix}{key}", value
 
 
+_DESCRIPTION = (
+    "Noisy gradient descent on L(w) = 1 + μᵀw/‖w‖ (‖μ‖ = 1) with isotropic gradient noise "
+    "(paper section 5, eq. 24), under three protocols: fixed learning rate η and weight decay "
+    "λ, fixed effective learning rate η_eff and λ, and a fixed sphere of radius r with η_eff. "
+    "Stationary loss U, radius, entropy S and (on the sphere) the effective weight decay "
+    "λ_eff are measured on a log-spaced grid and compared with the closed forms: the von "
+    "Mises-Fisher distribution (eq. 103), the ideal gas law pV = RT with R = (d − 1)/2 (V1), "
+    "minimization of the Gibbs or Helmholtz energy (V2), the Maxwell relations (V3) and "
+    "constant entropy along adiabats (V4).")
+
+
 def _intro(checks: dict) -> list[str]:
+    """The description, what all protocols share, and the provenance."""
     config = checks.get("config") or {}
-    lines = [
-        "# Isotropic noise model: thermodynamics checks",
-        "",
-        ("Noisy gradient descent on L(w) = 1 + μᵀw/‖w‖ (‖μ‖ = 1) with isotropic gradient noise "
-         "(paper section 5, eq. 24), under three protocols: fixed learning rate η and weight decay "
-         "λ, fixed effective learning rate η_eff and λ, and a fixed sphere of radius r with η_eff. "
-         "Stationary loss U, radius, entropy S and (on the sphere) the effective weight decay "
-         "λ_eff are measured on a log-spaced grid and compared with the closed forms: the von "
-         "Mises-Fisher distribution (eq. 103), the ideal gas law pV = RT with R = (d − 1)/2 (V1), "
-         "minimization of the Gibbs or Helmholtz energy (V2), the Maxwell relations (V3) and "
-         "constant entropy along adiabats (V4)."),
-        "",
-    ]
-    # The config is either flat or holds one sub-config per protocol (plus shared scalars).
-    nested = {k: v for k, v in config.items() if isinstance(v, dict)}
     flat = {k: v for k, v in config.items() if not isinstance(v, dict)}
-    simulated = [f"- {_PROTOCOL_NAMES.get(k, k)}: {_summary(v)}" for k, v in nested.items()
-                 if _summary(v)]
+    paragraphs = [_DESCRIPTION]
     if _summary(flat):
-        simulated.insert(0, f"- all protocols: {_summary(flat)}")
-    if simulated:
-        lines += ["Simulated:", "", *simulated, ""]
-    if config:
-        lines += ["<details><summary>Full configuration</summary>", "", "| key | value |",
-                  "|---|---|"]
-        lines += [f"| {_cell(k)} | {_cell(_compact(v))} |" for k, v in _flat(config)]
-        lines += ["", "</details>", ""]
+        paragraphs.append(f"Simulated, all protocols: {_summary(flat)}.")
     version, revision = checks.get("package_version"), checks.get("git_revision")
-    lines += [f"thermosgd {version or 'unknown version'}, git revision {revision or 'unknown'}."]
     known = {"config", "protocols", "package_version", "git_revision"}
     extra = [f"{k} = {_compact(v)}" for k, v in _flat({k: v for k, v in checks.items()
                                                        if k not in known})]
-    if extra:
-        lines.append("Also recorded: " + "; ".join(extra) + ".")
-    return [*lines, ""]
+    paragraphs.append(f"thermosgd {version or 'unknown version'}, git revision "
+                      f"{revision or 'unknown'}." + (" Also recorded: " + "; ".join(extra) + "."
+                                                     if extra else ""))
+    return paragraphs
 
 
 def _compact(value) -> str:
@@ -324,85 +313,56 @@ def _compact(value) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list, tuple)) else str(value)
 
 
-def _check_lines(rows: list[CheckRow], results: dict) -> list[str]:
-    """A table with one line per judged metric; the info metrics of a check ride along on its
-    first line (or get a line of their own when nothing of that check is judged)."""
-    lines = ["| check | judged metric | value | tolerance | status | also measured |",
-             "|---|---|---|---|---|---|"]
-    for check in dict.fromkeys(r.check for r in rows):
-        judged = [r for r in rows if r.check == check and r.status != "info"]
-        info = "; ".join(f"{r.metric} {r.shown}" for r in rows
-                         if r.check == check and r.status == "info")
-        label = _check_label(check, results.get(check))
-        for k, r in enumerate(judged or [None]):
-            also = info if k == 0 else ""
-            if r is None:
-                lines.append(f"| {_cell(label)} | — | — | — | info | {_cell(also)} |")
-                continue
-            status = _STATUS.get(r.status, r.status) + (" (borderline)" if r.borderline else "")
-            lines.append(f"| {_cell(label)} | {_cell(r.metric)} | {_cell(r.shown)} | "
-                         f"{_cell(r.criterion)} | {status} | {_cell(also)} |")
-    return [*lines, ""]
+def _as_check(row: CheckRow, results: dict) -> Check:
+    label = _check_label(row.check, results.get(row.check))
+    if row.check == "skipped":
+        label = "not checked"
+    name = label if row.metric == "—" else f"{label}: {row.metric}"
+    return Check(name, row.value, row.criterion or "reported", row.status, shown=row.shown,
+                 borderline=row.borderline)
 
 
-_STATUS = {"pass": "pass", "fail": "**FAIL**", "info": "info", "n/a": "**n/a**"}
+def tolerance_lines() -> list[str]:
+    return [f"{_CHECK_NAMES[c]}, {m}: {rule.describe()}" for (c, m), rule in TOLERANCES.items()] + [
+        (f"{_CHECK_NAMES['V3']}: each slope within {100 * SLOPE_REL_TOLERANCE:g} % of its "
+         f"target, or within {SLOPE_ABS_TOLERANCE:g} when the target is 0"),
+        (f"{_CHECK_NAMES['V4']}: median entropy spread along an adiabat < "
+         f"{100 * ADIABAT_SPREAD_TOLERANCE:g} % of the entropy range over the grid"),
+        "borderline: a pass within the outer fifth of its tolerance band",
+    ]
+
+
+def isotropic_page(checks: dict, figures: dict[str, str] | None = None) -> Page:
+    """The report of an isotropic run in the shared format (``thermosgd._page``): one section
+    per protocol. ``figures`` maps protocol -> figure path relative to the report."""
+    figures = figures or {}
+    rows = checks_table(checks)
+    protocols = checks.get("protocols") or {}
+    config = checks.get("config") or {}
+    sections = []
+    for protocol in _ordered(set(protocols) | set(figures)):
+        results = _results(protocols, protocol)
+        own = config.get(protocol)
+        lines = [f"simulated: {_summary(own)}"] if isinstance(own, dict) and _summary(own) else []
+        sections.append(Section(
+            title=_PROTOCOL_NAMES.get(protocol, protocol), lines=lines,
+            checks=[_as_check(r, results) for r in rows if r.protocol == protocol],
+            figures={"panels a–e": Path(figures[protocol])} if protocol in figures else {},
+            no_figure="No figure for this protocol."))
+    return Page(title="Isotropic noise model: thermodynamics checks", intro=_intro(checks),
+                setup=[(k, _compact(v)) for k, v in _flat(config)], sections=sections,
+                tolerances=tolerance_lines(),
+                empty="No protocol results were found in checks.json.")
 
 
 def render_markdown(checks: dict, figures: dict[str, str] | None = None) -> str:
     """The report as Markdown. ``figures`` maps protocol -> figure path relative to the report."""
-    figures = figures or {}
-    rows = checks_table(checks)
-    protocols = checks.get("protocols") or {}
-    lines = _intro(checks)
-    judged = [r for r in rows if r.status != "info"]
-    passed = sum(r.status == "pass" for r in judged)
-    summary = (f"{passed} of {len(judged)} judged checks pass "
-               f"({sum(r.status == 'fail' for r in judged)} fail, "
-               f"{sum(r.status == 'n/a' for r in judged)} missing or not finite, "
-               f"{sum(r.borderline for r in judged)} borderline).")
-    lines += ["## Summary", "", summary, ""]
-    if not protocols:
-        lines += ["No protocol results were found in checks.json.", ""]
-    for protocol in _ordered(set(protocols) | set(figures)):
-        lines += [f"## {_PROTOCOL_NAMES.get(protocol, protocol)}", ""]
-        own = [r for r in rows if r.protocol == protocol]
-        if own:
-            lines += _check_lines(own, _results(protocols, protocol))
-        if protocol in figures:
-            lines += [f"![{_PROTOCOL_NAMES.get(protocol, protocol)}: panels a–e]({figures[protocol]})",
-                      ""]
-        else:
-            lines += ["_No figure for this protocol._", ""]
-    lines += ["## Where it misses", ""]
-    misses = [r for r in judged if r.status != "pass" or r.borderline]
-    if misses:
-        for r in misses:
-            protocol = _PROTOCOL_NAMES.get(r.protocol, r.protocol)
-            if r.check == "skipped":
-                lines.append(f"- {protocol} was not checked: {r.shown}.")
-                continue
-            kind = {"fail": "fails", "n/a": "is missing or not finite"}.get(r.status, "is borderline")
-            label = _check_label(r.check, _results(protocols, r.protocol).get(r.check))
-            metric = f" ({r.metric})" if r.metric != "—" else ""
-            tolerance = f" against a tolerance {r.criterion}" if r.criterion else ""
-            lines.append(f"- {protocol}, {label}{metric} {kind}: {r.shown}{tolerance}.")
-    else:
-        lines.append("No judged check fails or sits within a fifth of its tolerance.")
-    lines += ["", "## Tolerances", ""]
-    lines += [f"- {_CHECK_NAMES[c]}, {m}: {rule.describe()}" for (c, m), rule in TOLERANCES.items()]
-    lines += [
-        (f"- {_CHECK_NAMES['V3']}: each slope within {100 * SLOPE_REL_TOLERANCE:g} % of its "
-         f"target, or within {SLOPE_ABS_TOLERANCE:g} when the target is 0"),
-        (f"- {_CHECK_NAMES['V4']}: median entropy spread along an adiabat < "
-         f"{100 * ADIABAT_SPREAD_TOLERANCE:g} % of the entropy range over the grid"),
-        "- borderline: a pass within the outer fifth of its tolerance band",
-        "",
-    ]
-    return "\n".join(lines)
+    return _page.render_markdown(isotropic_page(checks, figures))
 
 
 def write_report(out_dir) -> Path:
-    """Read ``out_dir/checks.json`` and the figures there; write ``out_dir/report.md`` atomically."""
+    """Read ``out_dir/checks.json`` and the figures there; write ``out_dir/report.md`` and the
+    self-contained ``out_dir/report.html`` (the shared format of ``thermosgd._page``)."""
     out_dir = Path(out_dir)
     source = out_dir / "checks.json"
     if not source.is_file():
@@ -410,14 +370,5 @@ def write_report(out_dir) -> Path:
     checks = json.loads(source.read_text(encoding="utf-8"))
     names = set(checks.get("protocols") or {}) | set(PROTOCOL_ORDER)
     figures = {p: f"{p}/figure.png" for p in names if (out_dir / p / "figure.png").is_file()}
-    target = out_dir / "report.md"
-    handle, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report.md.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(render_markdown(checks, figures))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    _, summary = _page.write_page(out_dir, isotropic_page(checks, figures))
+    return summary

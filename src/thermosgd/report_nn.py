@@ -18,25 +18,14 @@ Tolerances (``RULES``):
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from thermosgd import _io, analysis_nn
+from thermosgd._page import Check, Section
+from thermosgd.plots import save_figure
 from thermosgd.plots_nn import fig_learning_curves, fig_radius_theories, fig_stationary
 
-__all__ = ["RULES", "Check", "checks", "render_html", "render_markdown", "write_report"]
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str  # what is checked
-    value: float | None
-    tolerance: str  # the rule, in words
-    status: str  # "pass", "fail" or "info"
-    paper: float | None = None  # the paper's value for the same setup (Table 4), if any
+__all__ = ["RULES", "Check", "checks", "sweep_figures", "sweep_section", "write_report"]
 
 
 def _within(value, target, rel):
@@ -88,14 +77,6 @@ def checks(result: dict) -> list[Check]:
     return rows
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"
-
-
 _CI_KEYS = {"R^2": "r2", "Maxwell max rel. error": "max_rel_error"}
 
 
@@ -117,66 +98,45 @@ def _setup_lines(result) -> list[str]:
     return lines
 
 
-def render_markdown(result: dict, figures: dict[str, str]) -> str:
-    """The summary: setup, the checks table, links to the figures (paths relative to DIR)."""
-    rows = checks(result)
-    out = [f"# {result['setup']['sweep']}", ""] + [f"- {line}" for line in _setup_lines(result)]
-    out += ["", "| check | value | 95 % interval | tolerance | status | paper |",
-            "|---|---|---|---|---|---|"]
-    out += [f"| {c.name} | {_fmt(c.value)} | {_interval(result, c.name)} | {c.tolerance} | "
-            f"{c.status} | {_fmt(c.paper)} |" for c in rows]
-    out += [""] + [f"![{name}]({path})" for name, path in figures.items()]
-    return "\n".join(out) + "\n"
+def sweep_section(result: dict, figures: dict[str, Path]) -> Section:
+    """An analysed sweep as a section of the shared report format (``thermosgd._page``);
+    ``figures`` maps caption -> PNG path relative to the page."""
+    rows = [replace(c, interval=_interval(result, c.name),
+                    shown=f"{100 * c.value:.2f} %" if "rel. error" in c.name
+                    and c.value is not None else None) for c in checks(result)]
+    return Section(title=result["setup"]["sweep"], lines=_setup_lines(result), checks=rows,
+                   figures=figures)
 
 
-def render_html(result: dict, images: dict[str, bytes]) -> str:
-    """One self-contained page: the PNGs are inlined. On load a script counts the images that
-    decoded (``data-figures-loaded`` on <body>), so a headless browser can check them."""
-    rows = checks(result)
-    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-             ".pass{color:#1a7f37}.fail{color:#cf222e}.info{color:#666}img{max-width:100%}")
-    body = [f"<h1>{html.escape(result['setup']['sweep'])}</h1>", "<ul>"]
-    body += [f"<li>{html.escape(line)}</li>" for line in _setup_lines(result)] + ["</ul>"]
-    body += [("<table><tr><th>check</th><th>value</th><th>95 % interval</th><th>tolerance</th>"
-              "<th>status</th><th>paper</th></tr>")]
-    body += [f"<tr><td>{html.escape(c.name)}</td><td>{_fmt(c.value)}</td>"
-             f"<td>{_interval(result, c.name)}</td><td>{html.escape(c.tolerance)}</td>"
-             f"<td class='{c.status}'>{c.status}</td><td>{_fmt(c.paper)}</td></tr>"
-             for c in rows] + ["</table>"]
-    for name, png in images.items():
-        data = base64.b64encode(png).decode("ascii")
-        body.append(f"<h2>{html.escape(name)}</h2><img class='figure' alt='{name}' "
-                    f"src='data:image/png;base64,{data}'>")
-    script = ("window.addEventListener('load',()=>{document.body.dataset.figuresLoaded="
-              "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
-            f"{html.escape(result['setup']['sweep'])}</title><style>{style}</style>"
-            f"<script>{script}</script></head><body>{''.join(body)}</body></html>\n")
+TOLERANCE_LINES = [f"{name}: {text}" for name, (text, _) in RULES.items()] + [
+    "V1 SDE: reported, not judged (it misses the discretization term of appendix G)"]
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def write_report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
-    """Analyse the sweep at ``path`` and write ``report.html`` and ``report.md`` into it (and
-    the PNGs the Markdown links to, under ``figures/``)."""
-    path = Path(path)
-    result = analysis_nn.analyze_sweep(path, bootstrap=bootstrap)
+def sweep_figures(path: Path, result: dict) -> dict[str, Path]:
+    """Draw the report's figures of one analysed sweep into ``path/figures/report_*.png``;
+    returns caption -> path relative to ``path``."""
     figures = {"stationary values": fig_stationary(result),
                "radius: SDE against corrected": fig_radius_theories(result),
                "learning curves": fig_learning_curves(result["metrics"], result["setup"])}
-    images = {name: _png(fig) for name, fig in figures.items()}
     links = {}
-    for name, png in images.items():
-        rel = f"figures/report_{name.split(':')[0].replace(' ', '_')}.png"
-        _io.atomic_write(path / rel, lambda tmp, png=png: tmp.write_bytes(png))
-        links[name] = rel
-    page, summary = path / "report.html", path / "report.md"
-    _io.atomic_write(page, lambda tmp: tmp.write_text(render_html(result, images)))
-    _io.atomic_write(summary, lambda tmp: tmp.write_text(render_markdown(result, links)))
-    analysis_nn.write_analysis(path, result)
-    return page, summary
+    for caption, fig in figures.items():
+        rel = Path("figures") / f"report_{caption.split(':')[0].replace(' ', '_')}.png"
+        save_figure(fig, path / rel, dpi=100)
+        links[caption] = rel
+    return links
+
+
+def write_report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
+    """Analyse the sweep at ``path`` and write ``report.html`` (self-contained) and ``report.md``
+    into it, the PNGs the Markdown links to under ``figures/``, and the analysis files."""
+    from thermosgd import results, sweep
+
+    sweep.read_sweep_dir(path)  # a sweep, not some other result
+    return results.report(path, bootstrap=bootstrap)
+
+
+INTRO = ("Stationary SGD on a scale-invariant network, analysed as in the paper's section 6.3 "
+         "and appendices F-H: the stationary table, V1 (the measured radius or lambda_eff against "
+         "the SDE and the appendix-G corrected predictions), V3 (the quadratic entropy fit of "
+         "eq. 34/108 and its Maxwell relation, normalized as in Table 4, with 95 % bootstrap "
+         "intervals) and the runs still converging (appendix H), which are left out of the fits.")

@@ -27,7 +27,7 @@ from thermosgd import _io
 from thermosgd.analysis import isotropic_checks
 from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
 
-__all__ = ["SCALES", "isotropic_configs", "run_isotropic", "write_result"]
+__all__ = ["SCALES", "analyze_isotropic", "isotropic_configs", "run_isotropic", "write_result"]
 
 KIND = "isotropic"
 _GRID = tuple(np.geomspace(1e-3, 1e-1, 17))
@@ -106,12 +106,8 @@ def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool
                 f"{checks['wall_seconds'][config.protocol]:.1f} s")
         else:
             log(f"{config.protocol}: found complete results in {out_dir / config.protocol}, kept")
-        if min(table["lr"].nunique(), table[_second_axis(config)].nunique()) < 2:
-            checks["protocols"][config.protocol] = {
-                "skipped": "the checks need at least two values on each grid axis"}
-            continue
-        checks["protocols"][config.protocol] = isotropic_checks(table)
-        if figures:
+        checks["protocols"][config.protocol] = _checks(table)
+        if figures and "skipped" not in checks["protocols"][config.protocol]:
             from thermosgd.plots import figure_isotropic
 
             figure_isotropic(table, out_dir / config.protocol / "figure.png")
@@ -123,5 +119,47 @@ def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool
     return checks
 
 
-def _second_axis(config: IsotropicConfig) -> str:
-    return "radius_target" if config.protocol == "fixed-sphere" else "wd"
+def _checks(table: pd.DataFrame) -> dict:
+    second = "radius_target" if "radius_target" in table and table["radius_target"].notna().any() \
+        else "wd"
+    if min(table["lr"].nunique(), table[second].nunique()) < 2:
+        return {"skipped": "the checks need at least two values on each grid axis"}
+    return isotropic_checks(table)
+
+
+def analyze_isotropic(out_dir) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Recompute the checks of an isotropic output from its ``<protocol>/stationary.csv``.
+
+    Returns (checks, tables): checks as :func:`run_isotropic` writes them to checks.json (the
+    config and timings kept from there), tables protocol -> stationary table. A protocol the
+    manifest names but whose results are missing is listed as skipped. Raises ValueError when
+    ``out_dir`` is not an isotropic output or holds no protocol's results.
+    """
+    out_dir = Path(out_dir)
+    try:
+        manifest = json.loads((out_dir / _io.MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    if manifest.get("kind") != KIND:
+        raise ValueError(f"{out_dir} is not an isotropic output (no thermosgd.json of kind "
+                         "'isotropic'); give the --out of `thermosgd reproduce isotropic`")
+    try:
+        before = json.loads((out_dir / "checks.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    checks = {"config": before.get("config", manifest.get("config", {})), **_io.provenance(),
+              "protocols": {}, "wall_seconds": before.get("wall_seconds", {})}
+    tables = {}
+    for protocol in manifest.get("config", {}).get("protocols", []):
+        try:
+            tables[protocol] = pd.read_csv(out_dir / protocol / "stationary.csv")
+        except (OSError, ValueError):
+            checks["protocols"][protocol] = {
+                "skipped": f"no results in {protocol}/stationary.csv (run `thermosgd reproduce "
+                           "isotropic` with the same --out again to finish it)"}
+            continue
+        checks["protocols"][protocol] = _checks(tables[protocol])
+    if not tables:
+        raise ValueError(f"{out_dir} holds no finished protocol (no <protocol>/stationary.csv); "
+                         "run `thermosgd reproduce isotropic` with the same --out to finish it")
+    return checks, tables
