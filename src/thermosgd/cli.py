@@ -383,10 +383,11 @@ def _prepare_results(args):
     bootstrap = getattr(args, "bootstrap", 0)
     analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)
     if args.command == "plot":
-        return lambda: "wrote " + ", ".join(str(p) for p in results.plot(args.dir))
+        return lambda: "wrote " + ", ".join(
+            str(p) for p in results.plot(args.dir, analysed=analysed))
     if args.command == "report":
         def report_job():
-            page, summary = results.report(args.dir, bootstrap=bootstrap)
+            page, summary = results.report(args.dir, analysed=analysed)
             return f"wrote {page} and {summary}"
         return report_job
 

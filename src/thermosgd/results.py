@@ -195,12 +195,13 @@ def _isotropic_figures(a: Analysed, formats=(".png",)) -> dict[str, Path]:
     return out
 
 
-def plot(path) -> list[Path]:
-    """Every figure of every result at ``path``, PNG and PDF; returns the written paths."""
+def plot(path, *, analysed: list[Analysed] | None = None) -> list[Path]:
+    """Every figure of every result at ``path``, PNG and PDF; returns the written paths.
+    ``analysed``: :func:`analyse`'s answer for ``path``, if already made."""
     from thermosgd.plots_nn import plot_sweep
 
     written = []
-    for a in analyse(path, bootstrap=0):
+    for a in analysed if analysed is not None else analyse(path, bootstrap=0):
         if a.error:
             continue
         if a.kind == "sweep":
@@ -211,15 +212,18 @@ def plot(path) -> list[Path]:
     return written
 
 
-def report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
+def report(path, *, bootstrap: int = 1000,
+           analysed: list[Analysed] | None = None) -> tuple[Path, Path]:
     """Analyse every result at ``path`` and write one ``report.html`` (self-contained) and
     ``report.md`` there, with a section per sweep and per isotropic protocol; the analysis files
-    and the figures the Markdown links to are written too."""
+    and the figures the Markdown links to are written too. ``analysed``: :func:`analyse`'s
+    answer for ``path``, if already made."""
     from thermosgd.report import isotropic_page
     from thermosgd.report_nn import INTRO, TOLERANCE_LINES, sweep_figures, sweep_section
 
     path = Path(path)
-    analysed = analyse(path, bootstrap=bootstrap)
+    if analysed is None:
+        analysed = analyse(path, bootstrap=bootstrap)
     if len(analysed) == 1 and analysed[0].kind == "isotropic":  # the page as reproduce writes it
         (a,) = analysed
         pngs = {p: f.relative_to(path) for p, f in _isotropic_figures(a).items()}
