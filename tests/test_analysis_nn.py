@@ -34,6 +34,30 @@ def test_table4_recovers_an_entropy_that_obeys_the_fixed_lr_maxwell_relation():
     assert out["ci95"]["(a1-a2)/R"] == pytest.approx([1.0, 1.0], abs=1e-8)
 
 
+def test_table4_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
+    """A 5 x 3 grid (the digits validation's shape), a surface obeying eq. 110 plus noise:
+    over 300 noisy copies the residual-bootstrap 95 % interval of (a1-a2)/R holds 1 at a
+    rate near 0.95 (0.91 measured; percentile intervals under-cover a little at 9 residual
+    degrees of freedom), and it is narrower at a tenth of the noise."""
+    rate, second = np.array(list(itertools.product(np.geomspace(0.2, 3.2, 5),
+                                                   [0.004, 0.008, 0.016]))).T
+    x, y = np.log(rate), np.log(second)
+    truth = 3.0 + (R + 40.0) * x + 40.0 * y + 7.0 * (x + y) ** 2
+    rng = np.random.default_rng(0)
+    widths = {}
+    for noise in (20.0, 2.0):
+        hits, widths[noise] = [], []
+        for k in range(300 if noise == 20.0 else 20):
+            s = truth + rng.normal(0.0, noise, size=truth.size)
+            lo, hi = analysis_nn.table4(rate, second, s, protocol="fixed-lr", d=D,
+                                        bootstrap=400, seed=k)["ci95"]["(a1-a2)/R"]
+            hits.append(lo <= 1.0 <= hi)
+            widths[noise].append(hi - lo)
+        if noise == 20.0:
+            assert 0.86 <= np.mean(hits) <= 0.99
+    assert np.median(widths[2.0]) < 0.2 * np.median(widths[20.0])
+
+
 def test_table4_measures_a_violation_of_the_maxwell_relation():
     """A plane with a1 - a2 = 1.1 R violates eq. 110 by 10 % everywhere; adding 2a3 - a5 = 0.2 R
     makes the error vary over the grid as |0.1 + 0.2 log eta|."""
