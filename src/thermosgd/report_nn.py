@@ -77,7 +77,7 @@ def checks(result: dict) -> list[Check]:
     return rows
 
 
-_CI_KEYS = {"R^2": "r2", "Maxwell max rel. error": "max_rel_error"}
+_CI_KEYS = {"R^2": "r2"}
 
 
 def _interval(result, name) -> str:
