@@ -73,7 +73,9 @@ def fig_stationary(result: dict, fig: Figure | None = None) -> Figure:
     table = table[~table["converging"]]
     protocol = setup["protocol"]
     rate, second = _names(protocol)
-    fig = fig or Figure(figsize=(17, 9.5), layout="constrained")
+    if fig is None:
+        fig = Figure(figsize=(17, 9.5), layout="constrained")
+        fig.get_layout_engine().set(wspace=0.08)  # room between a colorbar and the next panel
     axes = fig.subplots(2, 3)
     coef = result.get("V3", {}).get("coefficients")
 
