@@ -26,6 +26,23 @@ def test_checks_follow_the_tolerances():
     assert rows["still converging (appendix H), left out"].value == 1
 
 
+def test_a_pass_whose_interval_leaves_the_tolerance_is_borderline():
+    result = {"setup": {"sweep": "s", "model": "convnet", "width": 4, "dataset": "digits",
+                        "protocol": "fixed-elr", "d": 11, "iterations": 10, "configurations": 9},
+              "table": [None] * 9, "missing_runs": [], "diverged_runs": [], "converging_runs": [],
+              "V1": {"corrected": {"median_rel_error": 0.05, "max_rel_error": 0.2},
+                     "sde": {"median_rel_error": 0.4, "max_rel_error": 0.6}},
+              "V3": {"r2": 0.95, "a2/R": -1.02, "2a4/R": 0.01, "a5/R": 0.0,
+                     "mean_rel_error": 0.05, "max_rel_error": 0.3,
+                     "ci95": {"r2": [0.93, 0.97], "a2/R": [-1.5, -0.6], "2a4/R": [0.0, 0.02]}}}
+    rows = {c.name: c for c in report_nn.sweep_section(result, {}).checks}
+    assert rows["a2/R"].status == "pass" and rows["a2/R"].borderline
+    assert rows["a2/R"].interval == "[-1.5, -0.6]"
+    assert not rows["2a4/R"].borderline and not rows["R^2"].borderline
+    assert not rows["a5/R"].borderline  # no interval: nothing to say
+    assert rows["Maxwell mean rel. error"].shown == "5.00 %"
+
+
 def test_report_writes_a_self_contained_page_and_a_summary(tiny_sweep, capsys):
     assert main(["report", str(tiny_sweep), "--bootstrap", "20"]) == 0
     page = (tiny_sweep / "report.html").read_text()

@@ -30,7 +30,8 @@ class Check:
     paper: float | None = None  # the paper's value for the same setup, if any
     interval: str = ""  # 95 % confidence interval, as text
     shown: str | None = None  # the value as printed, when it says more than the number
-    borderline: bool = False  # a pass near the edge of its tolerance
+    borderline: bool = False  # a pass near the edge of its tolerance, or not resolved
+    note: str = ""  # why it is borderline, said where the page lists the misses
 
 
 @dataclass
@@ -89,8 +90,9 @@ def misses(page: Page) -> list[str]:
             continue
         kind = {"fail": "fails", "n/a": "is missing or not finite"}.get(c.status, "is borderline")
         rule = f" against a tolerance {c.tolerance}" if c.tolerance else ""
-        out.append(f"{section.title}, {c.name} {kind}: {value_text(c)}{rule}.")
-    return out or ["No judged check fails or sits within a fifth of its tolerance."]
+        note = f" ({c.note})" if c.note else ""
+        out.append(f"{section.title}, {c.name} {kind}: {value_text(c)}{rule}{note}.")
+    return out or ["No judged check fails, is missing or is borderline."]
 
 
 _HEAD = ("check", "value", "95 % interval", "tolerance", "status", "paper")
