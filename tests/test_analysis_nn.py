@@ -32,30 +32,40 @@ def test_table4_recovers_an_entropy_that_obeys_the_fixed_lr_maxwell_relation():
     assert out["(2a4-a5)/R"] == pytest.approx(0.0, abs=1e-9)
     assert out["max_rel_error"] < 1e-9 and out["r2"] == pytest.approx(1.0, abs=1e-12)
     assert out["ci95"]["(a1-a2)/R"] == pytest.approx([1.0, 1.0], abs=1e-8)
+    assert out["centre/R"] == pytest.approx(1.0, abs=1e-9)
+    assert out["ci95"]["centre/R"] == pytest.approx([1.0, 1.0], abs=1e-8)
 
 
 def test_table4_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
     """A 5 x 3 grid (the digits validation's shape), a surface obeying eq. 110 plus noise:
     over 300 noisy copies the residual-bootstrap 95 % interval of (a1-a2)/R holds 1 at a
     rate near 0.95 (0.91 measured; percentile intervals under-cover a little at 9 residual
-    degrees of freedom), and it is narrower at a tenth of the noise."""
+    degrees of freedom), and it is narrower at a tenth of the noise. The relation's left side
+    at the grid's centre, read off inside the grid, has a far narrower interval that covers
+    too."""
     rate, second = np.array(list(itertools.product(np.geomspace(0.2, 3.2, 5),
                                                    [0.004, 0.008, 0.016]))).T
     x, y = np.log(rate), np.log(second)
     truth = 3.0 + (R + 40.0) * x + 40.0 * y + 7.0 * (x + y) ** 2
     rng = np.random.default_rng(0)
-    widths = {}
+    widths, centre = {}, []
     for noise in (20.0, 2.0):
         hits, widths[noise] = [], []
         for k in range(300 if noise == 20.0 else 20):
             s = truth + rng.normal(0.0, noise, size=truth.size)
-            lo, hi = analysis_nn.table4(rate, second, s, protocol="fixed-lr", d=D,
-                                        bootstrap=400, seed=k)["ci95"]["(a1-a2)/R"]
+            ci = analysis_nn.table4(rate, second, s, protocol="fixed-lr", d=D, bootstrap=400,
+                                    seed=k)["ci95"]
+            (lo, hi), (c_lo, c_hi) = ci["(a1-a2)/R"], ci["centre/R"]
             hits.append(lo <= 1.0 <= hi)
             widths[noise].append(hi - lo)
+            if noise == 20.0:
+                centre.append((c_lo <= 1.0 <= c_hi, c_hi - c_lo))
         if noise == 20.0:
             assert 0.86 <= np.mean(hits) <= 0.99
     assert np.median(widths[2.0]) < 0.2 * np.median(widths[20.0])
+    covered, width = np.array(centre).T
+    assert 0.86 <= covered.mean() <= 0.99
+    assert np.median(width) < 0.2 * np.median(widths[20.0])
 
 
 def test_table4_measures_a_violation_of_the_maxwell_relation():
