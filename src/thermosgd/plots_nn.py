@@ -153,6 +153,10 @@ def fig_learning_curves(metrics: pd.DataFrame, setup: dict, fig: Figure | None =
             ax.plot(run["iteration"], run[col], color=_CMAP(norm(run["learning_rate"].iloc[0])),
                     lw=0.8, alpha=0.8)
         ax.set(xscale="log", yscale="log", xlabel="iteration", ylabel=label)
+        # labels at 1, 2, 5 per decade only: short runs span under two decades, where the
+        # default labels every minor tick and the labels overlap
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         _log_ticks(ax.xaxis)
     fig.colorbar(ScalarMappable(norm, _CMAP), ax=axes.tolist(), label=f"${rate}$", pad=0.01)
     fig.suptitle(f"{setup['sweep']}: learning curves")
