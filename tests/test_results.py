@@ -45,7 +45,9 @@ def test_plot_and_report_on_an_isotropic_output(iso, tmp_path):
     assert main(["plot", str(work)]) == 0
     assert (work / "fixed-lr" / "figure.png").stat().st_size > 10_000
     assert (work / "fixed-lr" / "figure.pdf").read_bytes().startswith(b"%PDF")
+    drawn = (work / "fixed-lr" / "figure.png").stat().st_mtime_ns
     assert main(["report", str(work)]) == 0
+    assert (work / "fixed-lr" / "figure.png").stat().st_mtime_ns == drawn  # reused, not redrawn
     page = (work / "report.html").read_text()
     assert page.count("src='data:image/png;base64,") == 1
     summary = (work / "report.md").read_text()
@@ -80,6 +82,7 @@ def test_a_folder_of_results_gets_one_report(iso, tiny_sweep, tmp_path, capsys):
     assert (table["result"].value_counts().to_dict()) == {"lr-sweep": 9, "iso": 6}
     assert (folder / "lr-sweep" / "analysis.json").is_file()
 
+    (folder / "iso" / "fixed-lr" / "figure.png").unlink()  # the report draws what is missing
     assert main(["report", str(folder), "--bootstrap", "0"]) == 0
     summary = (folder / "report.md").read_text()
     for title in ("## lr-sweep: custom", "## iso: fixed LR (η, λ)", "## empty-sweep"):

@@ -180,13 +180,18 @@ def _isotropic_lines(a: Analysed) -> list[str]:
     return lines
 
 
-def _isotropic_figures(a: Analysed, formats=(".png",)) -> dict[str, Path]:
-    """Panels a-e per protocol into ``<protocol>/figure.<format>``; protocol -> PNG path."""
+def _isotropic_figures(a: Analysed, formats=(".png",), *, reuse=False) -> dict[str, Path]:
+    """Panels a-e per protocol into ``<protocol>/figure.<format>``; protocol -> PNG path.
+    ``reuse``: keep a PNG newer than its stationary.csv (``reproduce`` drew it already)."""
     from thermosgd.plots import draw_isotropic, save_figure
 
     out = {}
     for protocol, table in a.result["tables"].items():
         if "skipped" in a.result["checks"]["protocols"].get(protocol, {}):
+            continue
+        png, source = a.path / protocol / "figure.png", a.path / protocol / "stationary.csv"
+        if reuse and png.is_file() and png.stat().st_mtime >= source.stat().st_mtime:
+            out[protocol] = png
             continue
         fig = draw_isotropic(table)
         for suffix in formats:
@@ -226,7 +231,7 @@ def report(path, *, bootstrap: int = 1000,
         analysed = analyse(path, bootstrap=bootstrap)
     if len(analysed) == 1 and analysed[0].kind == "isotropic":  # the page as reproduce writes it
         (a,) = analysed
-        pngs = {p: f.relative_to(path) for p, f in _isotropic_figures(a).items()}
+        pngs = {p: f.relative_to(path) for p, f in _isotropic_figures(a, reuse=True).items()}
         written = _page.write_page(path, isotropic_page(a.result["checks"], pngs))
         write_analyses(path, analysed)
         return written
@@ -245,7 +250,8 @@ def report(path, *, bootstrap: int = 1000,
             sections.append(section)
             intro, tolerances = _once(intro, INTRO), _once(tolerances, *TOLERANCE_LINES)
         else:
-            pngs = {p: f.relative_to(path) for p, f in _isotropic_figures(a).items()}
+            pngs = {p: f.relative_to(path)
+                    for p, f in _isotropic_figures(a, reuse=True).items()}
             page = isotropic_page(a.result["checks"], pngs)
             for section in page.sections:
                 section.title = section.title if a.path == path else f"{a.name}: {section.title}"
