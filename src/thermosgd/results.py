@@ -253,8 +253,8 @@ def report(path, *, bootstrap: int = 1000,
             pngs = {p: f.relative_to(path)
                     for p, f in _isotropic_figures(a, reuse=True).items()}
             page = isotropic_page(a.result["checks"], pngs)
-            for section in page.sections:
-                section.title = section.title if a.path == path else f"{a.name}: {section.title}"
+            for section in page.sections:  # a folder's isotropic output: its name first
+                section.title = f"{a.name}: {section.title}"
             sections += page.sections
             intro = _once(intro, *page.intro[:1])
             tolerances = _once(tolerances, *page.tolerances)
