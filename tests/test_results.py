@@ -114,3 +114,15 @@ def test_a_folder_without_results_is_refused(tmp_path, capsys):
         main(["report", str(tmp_path)])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "not a sweep directory, an isotropic output" in err
+
+
+def test_an_isotropic_output_without_a_finished_protocol_is_refused(iso, tmp_path, capsys):
+    """A reproduce run killed before its first protocol finished: exit 2, nothing written."""
+    work = shutil.copytree(iso, tmp_path / "iso")
+    (work / "fixed-lr" / "stationary.csv").unlink()
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    for command in ("analyze", "plot", "report"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, str(work)])
+        assert exc.value.code == 2 and "holds no finished protocol" in capsys.readouterr().err
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
