@@ -1,0 +1,61 @@
+"""Results written by thermosgd 0.1 (tests/data/v0_1, made by tests/data/make_v0_1.py) still
+analyse, plot, report and resume with this version."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from thermosgd.cli import main
+
+V0_1 = Path(__file__).parent / "data" / "v0_1"
+
+
+@pytest.fixture
+def one_thread():
+    """The pinned trajectory was trained with one torch thread: reductions keep their order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _copy(name, tmp_path) -> Path:
+    return Path(shutil.copytree(V0_1 / name, tmp_path / name))
+
+
+@pytest.mark.parametrize("name", ["sweep", "isotropic"])
+def test_a_0_1_result_analyses_plots_and_reports(tmp_path, name, capsys):
+    path = _copy(name, tmp_path)
+    for command in ("analyze", "plot", "report"):
+        assert main([command, str(path), *(["--bootstrap", "20"] if command != "plot" else [])]) == 0
+    assert (path / "report.html").stat().st_size > 10_000  # the figures are inlined
+    assert "judged checks pass" in (path / "report.md").read_text()
+
+
+def test_a_0_1_checkpoint_resumes_onto_the_pinned_trajectory(tmp_path, one_thread, capsys):
+    """The run stopped at its third log point (0.1's checkpoint) finishes, with this version,
+    on the metrics 0.1 wrote for the same run uninterrupted."""
+    killed = _copy("run_killed", tmp_path)
+    assert main(["train", "--protocol", "fixed-sphere", "--lr", "0.01", "--radius", "2",
+                 "--width", "2", "--iterations", "600", "--log-every", "100",
+                 "--log-linear-until", "400", "--log-points", "2", "--queue-size", "6",
+                 "--stationary-logs", "3", "--device", "cpu", "--no-progress",
+                 "--out", str(killed)]) == 0
+    resumed = pd.read_parquet(killed / "metrics.parquet")
+    pinned = pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet")
+    pd.testing.assert_frame_equal(resumed, pinned, check_exact=True)
+
+
+def test_a_fresh_run_follows_the_pinned_trajectory(tmp_path, one_thread, capsys):
+    """The same run trained from scratch by this version writes 0.1's metrics bit for bit."""
+    assert main(["train", "--protocol", "fixed-sphere", "--lr", "0.01", "--radius", "2",
+                 "--width", "2", "--iterations", "600", "--log-every", "100",
+                 "--log-linear-until", "400", "--log-points", "2", "--queue-size", "6",
+                 "--stationary-logs", "3", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    pinned = pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "metrics.parquet"), pinned,
+                                  check_exact=True)
