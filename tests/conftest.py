@@ -47,7 +47,7 @@ def digits():
 def tiny_sweep(tmp_path_factory, digits):
     """A finished 3 x 3 fixed-LR sweep of 200 steps (ConvNet k=2 on digits): the analysis,
     plot and report tests read it (and copy it before changing anything)."""
-    from thermosgd import sweep
+    from thermosgd import sweeps as sweep
 
     spec = sweep.sweep_from_dict({
         "protocol": "fixed-lr", "learning_rates": [0.1, 0.2, 0.4],

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thermosgd import analysis, theory
+from thermosgd import theory
+from thermosgd.analysis import isotropic as analysis
 from thermosgd.isotropic import IsotropicConfig, grid_protocol
 
 GRID = tuple(np.geomspace(1e-3, 1e-1, 9))

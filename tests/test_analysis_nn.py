@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thermosgd import analysis_nn, sweep, theory
+from thermosgd import sweeps as sweep
+from thermosgd import theory
+from thermosgd.analysis import network as analysis_nn
 from thermosgd.cli import main
 
 D = 1001  # R = (d-1)/2 = 500

@@ -6,7 +6,7 @@ import thermosgd
 def test_public_api():
     for name in thermosgd.__all__:
         assert hasattr(thermosgd, name), name
-    assert thermosgd.__version__ == "0.1.0"
+    assert thermosgd.__version__ == "0.2.0"
     config = thermosgd.IsotropicConfig(protocol="fixed-lr", learning_rates=(0.01,),
                                        weight_decays=(0.01,), iterations=100_000)
     assert config.grid_size == 1

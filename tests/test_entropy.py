@@ -17,6 +17,7 @@ import torch
 from scipy import stats
 
 from thermosgd import entropy, theory
+from thermosgd.entropy import _chart, _gram, _lowdim
 from thermosgd.entropy import knn_entropy, sphere_entropy, to_spherical, total_entropy
 
 
@@ -132,8 +133,8 @@ def test_mean_log_jacobian_matches_trig():
     theta = to_spherical(w)
     j = np.arange(1, 6)
     trig = ((7 - 1 - j) * np.log(np.sin(theta[..., :5]))).sum(-1).mean(-1)
-    np.testing.assert_allclose(entropy._mean_log_jacobian(w), trig, rtol=1e-12)
-    np.testing.assert_allclose(entropy._mean_log_jacobian(torch.from_numpy(w)).numpy(), trig,
+    np.testing.assert_allclose(_chart._mean_log_jacobian(w), trig, rtol=1e-12)
+    np.testing.assert_allclose(_chart._mean_log_jacobian(torch.from_numpy(w)).numpy(), trig,
                                rtol=1e-12)
 
 
@@ -200,19 +201,19 @@ def test_kernels_agree():
     # the numba sweep and the torch Gram kernel on the same points
     x = _rng(12).standard_normal((3, 500, 2)) * [1.0, 0.01]
     t = torch.from_numpy(x - x.mean(1, keepdims=True))
-    gram = entropy._nn_sqdist_gram(t.float(), (t * t).sum(-1).float(), t).numpy()
-    np.testing.assert_allclose(entropy._nn_sqdist_sweep(x), gram, rtol=1e-12)
+    gram = _gram._nn_sqdist_gram(t.float(), (t * t).sum(-1).float(), t).numpy()
+    np.testing.assert_allclose(_lowdim._nn_sqdist_sweep(x), gram, rtol=1e-12)
     # the fused low-dimensional sphere path and the chunked torch path: same estimate
     w = _vmf(3, 20.0, 2 * 600, seed=13).reshape(2, 600, 3)
     for align in (True, False):
-        d2, rms2, logj, _ = entropy._sphere_torch(torch.from_numpy(w), align, 2**30)
+        d2, rms2, logj, _ = _chart._sphere_torch(torch.from_numpy(w), align, 2**30)
         torch_path = entropy._kl_from_sqdist(d2, 2, rms2, 1.0, "w", None, stacklevel=2) + logj
         np.testing.assert_allclose(sphere_entropy(w, align=align), torch_path, rtol=1e-12)
     # the device (index_select) and CPU (numba) exact passes
     flat = torch.from_numpy(_rng(14).standard_normal((50, 300)))
     a, b = torch.arange(50), torch.roll(torch.arange(50), 3)
-    np.testing.assert_allclose(entropy._pair_sqdist_torch(flat, a, b).numpy(),
-                               entropy._pair_sqdist(flat.numpy(), a.numpy(), b.numpy()), rtol=1e-13)
+    np.testing.assert_allclose(_gram._pair_sqdist_torch(flat, a, b).numpy(),
+                               _gram._pair_sqdist(flat.numpy(), a.numpy(), b.numpy()), rtol=1e-13)
 
 
 def test_float32_storage_matches_float64():
@@ -233,14 +234,14 @@ def test_fast_atan2():
     rng = _rng(24)
     y = rng.standard_normal(4000) * 10.0 ** rng.uniform(-12, 4, 4000)
     x = rng.standard_normal(4000) * 10.0 ** rng.uniform(-12, 4, 4000)
-    got = np.array([entropy._atan2(a, b) for a, b in zip(y, x)])
+    got = np.array([_lowdim._atan2(a, b) for a, b in zip(y, x)])
     ref = np.arctan2(y, x)
     assert np.all(np.abs(got - ref) <= 2 * np.spacing(np.abs(ref)))
-    small = np.array([entropy._atan2(a, 1.0) for a in y * 1e-6])
+    small = np.array([_lowdim._atan2(a, 1.0) for a in y * 1e-6])
     assert np.all(np.abs(small - np.arctan(y * 1e-6)) <= np.spacing(np.abs(small)))
     for a, b in [(0.0, 0.0), (-0.0, -1.0), (1.0, 0.0), (np.inf, 1.0), (1.0, -np.inf)]:
-        assert entropy._atan2(a, b) == np.arctan2(a, b)
-    assert np.isnan(entropy._atan2(np.nan, 1.0))
+        assert _lowdim._atan2(a, b) == np.arctan2(a, b)
+    assert np.isnan(_lowdim._atan2(np.nan, 1.0))
 
 
 # --- precision in high dimension -----------------------------------------------------------------
@@ -254,14 +255,14 @@ def test_close_points_in_high_dimension():
     # offset / spread = 1e-10)
     x = 1e3 * rng.standard_normal(d) + 1e-3 * rng.standard_normal((n, d))
     t = torch.from_numpy(x)[None]
-    s64, s32, ss, _ = entropy._store_chart(t, entropy._identity_chart, d, max_memory=2**30)
-    d2 = entropy._nn_sqdist_gram(s32, ss.float(), s64)[0].numpy()
+    s64, s32, ss, _ = _chart._store_chart(t, _chart._identity_chart, d, max_memory=2**30)
+    d2 = _gram._nn_sqdist_gram(s32, ss.float(), s64)[0].numpy()
     np.testing.assert_allclose(d2, _brute_sqdist(x), rtol=1e-6)
     # the sphere: directions 1e-6 apart around one direction (angle differences ~1e-8 per
     # coordinate, far below float32 resolution of the angles themselves)
     base = rng.standard_normal(d)
     w = base / np.linalg.norm(base) + 1e-6 / math.sqrt(d) * rng.standard_normal((n, d))
-    d2, _, _, _ = entropy._sphere_torch(torch.from_numpy(w)[None], False, 2**30)
+    d2, _, _, _ = _chart._sphere_torch(torch.from_numpy(w)[None], False, 2**30)
     np.testing.assert_allclose(d2[0], _brute_sqdist(to_spherical(w)), rtol=1e-6)
     # and the estimate is finite, with no floor hit (no warning: filterwarnings = error)
     assert np.isfinite(sphere_entropy(w))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from thermosgd import _rng, theory
-from thermosgd.isotropic import IsotropicConfig, _advance, grid_protocol, simulate, unit_vector
+from thermosgd import theory
+from thermosgd.isotropic import IsotropicConfig, _rng, grid_protocol, simulate, unit_vector
+from thermosgd.isotropic._kernel import _advance
 from thermosgd.protocols import make_protocol
 
 

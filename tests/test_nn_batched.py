@@ -14,6 +14,7 @@ import torch
 
 from conftest import NO_BAR
 from thermosgd.nn import measure
+from thermosgd.results.schema import METRIC_COLUMNS
 from thermosgd.nn.batched import _Batch, train_batched
 from thermosgd.nn.trainer import TrainConfig, _Run, train
 
@@ -146,7 +147,7 @@ def test_batched_runs_write_the_single_run_format(digits, tmp_path):
     assert set(summary_b) == set(single.summary) and summary_b["status"] == "finished"
     metrics_b = pd.read_parquet(outs[0] / "metrics.parquet")
     assert list(metrics_b.columns) == list(single.metrics.columns)
-    assert list(metrics_b.columns[:len(measure.METRIC_COLUMNS)]) == list(measure.METRIC_COLUMNS)
+    assert list(metrics_b.columns[:len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
     assert metrics_b["iteration"].tolist() == single.metrics["iteration"].tolist()
     np.testing.assert_allclose(metrics_b["radius"], 2.0, rtol=1e-5)
     assert [r.summary["status"] for r in results] == ["finished", "finished"]

@@ -7,6 +7,7 @@ import torch
 
 from thermosgd import theory
 from thermosgd.nn import measure
+from thermosgd.results.rundir import stationary_summary
 from thermosgd.protocols import make_protocol
 
 
@@ -129,6 +130,6 @@ def test_state_columns_follow_the_protocols_theory(name, second):
 def test_stationary_summary_skips_missing_entropy():
     table = pd.DataFrame({"iteration": [1, 2, 3, 4], "radius": [9.0, 1.0, 2.0, 3.0],
                           "entropy": [np.nan, np.nan, 5.0, 7.0]})
-    summary = measure.stationary_summary(table, logs=3)
+    summary = stationary_summary(table, logs=3)
     assert summary == {"radius": 2.0, "entropy": 6.0}
-    assert measure.stationary_summary(table.assign(entropy=np.nan), logs=2)["entropy"] is None
+    assert stationary_summary(table.assign(entropy=np.nan), logs=2)["entropy"] is None

@@ -21,6 +21,7 @@ from thermosgd import theory
 from thermosgd.nn import measure
 from thermosgd.nn.data import load_dataset
 from thermosgd.nn.trainer import TrainConfig, _Run, train
+from thermosgd.results.schema import METRIC_COLUMNS
 
 SHORT = {"model": "convnet", "width": 2, "iterations": 300, "log_every": 50, "log_linear_until": 200,
              "log_points": 2, "queue_size": 6, "queue_every": 25, "stationary_logs": 3, "device": "cpu"}
@@ -61,7 +62,7 @@ def test_run_logs_every_quantity(digits, protocol, lr, kw):
     result = train(TrainConfig(protocol=protocol, learning_rate=lr, **kw, **SHORT),
                    dataset=digits, progress=False)
     m = result.metrics
-    assert list(m.columns[:len(measure.METRIC_COLUMNS)]) == list(measure.METRIC_COLUMNS)
+    assert list(m.columns[:len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
     assert m["iteration"].tolist() == [50, 100, 150, 200, 245, 300]
     assert result.summary["status"] == "finished" and result.summary["d"] == 1530
     d = 1530

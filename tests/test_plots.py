@@ -6,7 +6,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.image import AxesImage
 
-from thermosgd import plots, theory
+from thermosgd import theory
+from thermosgd.report import figures_isotropic as plots
 
 PROTOCOLS = ["fixed-lr", "fixed-elr", "fixed-sphere"]
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from thermosgd import report
+from thermosgd.report import isotropic as report
 
 PROTOCOLS = ["fixed-lr", "fixed-elr", "fixed-sphere"]
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from conftest import CHROMIUM, loaded_figures
 
-from thermosgd import report_nn
+from thermosgd.report import network as report_nn
 from thermosgd.cli import main
 
 

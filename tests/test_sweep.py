@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from thermosgd import sweep
+from thermosgd import sweeps as sweep
+from thermosgd.sweeps import directory, local
 from thermosgd.cli import main
 
 TINY = """
@@ -122,16 +123,16 @@ def test_a_locked_configuration_belongs_to_its_worker(tmp_path, tiny, digits):
     runs (a checkpoint, no worker) show as interrupted and are resumed."""
     spec, out = sweep.load_sweep(str(tiny)), tmp_path / "sw"
     configs = spec.configs(device="cpu")
-    sweep.claim_sweep_dir(out, spec, 1.0)
+    directory.claim_sweep_dir(out, spec, 1.0)
     taken = sweep.run_name(configs[0])
-    held = sweep._lock(out, taken)
+    held = directory._lock(out, taken)
     held.acquire()
     child = subprocess.run(  # status from another process sees the lock
         [sys.executable, "-m", "thermosgd.cli", "sweep", "status", str(out)],
         capture_output=True, text=True, check=True)
     assert "running: " + taken in child.stdout
     try:
-        results = sweep.run_group(configs[:2], [out / "runs" / sweep.run_name(c)
+        results = local.run_group(configs[:2], [out / "runs" / sweep.run_name(c)
                                                 for c in configs[:2]],
                                   sweep_dir=out, dataset=digits, progress=False)
     finally:

@@ -2,32 +2,48 @@
 
 Learning rate, weight decay and weight norm act as temperature, pressure and volume; stationary
 SGD behaves like an ideal gas; the entropy of the weights obeys Maxwell relations.
+
+The names below load on first use: ``import thermosgd`` costs nothing, and ``thermosgd.theory``
+needs neither torch nor numba.
 """
 
-__version__ = "0.1.0"
+from importlib import import_module
 
-from thermosgd import theory
-from thermosgd.analysis import isotropic_checks
-from thermosgd.entropy import knn_entropy, sphere_entropy, to_spherical, total_entropy
-from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
-from thermosgd.protocols import FixedELR, FixedLR, FixedSphere, Protocol, make_protocol
-from thermosgd.reproduce import run_isotropic
+from thermosgd._version import __version__
 
-__all__ = [
-    "__version__",
-    "theory",
-    "Protocol",
-    "FixedSphere",
-    "FixedELR",
-    "FixedLR",
-    "make_protocol",
-    "knn_entropy",
-    "to_spherical",
-    "sphere_entropy",
-    "total_entropy",
-    "IsotropicConfig",
-    "IsotropicResult",
-    "simulate",
-    "isotropic_checks",
-    "run_isotropic",
-]
+# public name -> module that defines it
+_API = {
+    "theory": None,
+    "Protocol": "thermosgd.protocols",
+    "FixedSphere": "thermosgd.protocols",
+    "FixedELR": "thermosgd.protocols",
+    "FixedLR": "thermosgd.protocols",
+    "make_protocol": "thermosgd.protocols",
+    "knn_entropy": "thermosgd.entropy",
+    "to_spherical": "thermosgd.entropy",
+    "sphere_entropy": "thermosgd.entropy",
+    "total_entropy": "thermosgd.entropy",
+    "IsotropicConfig": "thermosgd.isotropic",
+    "IsotropicResult": "thermosgd.isotropic",
+    "simulate": "thermosgd.isotropic",
+    "isotropic_checks": "thermosgd.analysis",
+    "run_isotropic": "thermosgd.reproduce",
+    "TrainConfig": "thermosgd.nn",
+    "train": "thermosgd.nn",
+    "Sweep": "thermosgd.sweeps",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'thermosgd' has no attribute {name!r}")
+    module = import_module(f"thermosgd.{name}" if _API[name] is None else _API[name])
+    value = module if _API[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from thermosgd import __version__
+from thermosgd._version import __version__
 
 _EPILOG = "Docs and figures: see README.md. The paper's equations are cited in every docstring."
 
@@ -145,7 +145,7 @@ def _add_sweep_parsers(sub):
 def _add_train_parser(sub):
     from dataclasses import fields
 
-    from thermosgd.nn.trainer import TrainConfig
+    from thermosgd.nn.config import TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig)}
     tr = sub.add_parser(
@@ -203,8 +203,8 @@ def _add_train_parser(sub):
 
 def _prepare(args):
     """Validate everything the command needs; return the job to run. Raises ValueError."""
-    from thermosgd import _io
     from thermosgd.isotropic import IsotropicConfig
+    from thermosgd.results import io as _io
     from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
 
     progress = not getattr(args, "no_progress", True)
@@ -238,8 +238,8 @@ def _prepare_train(args, progress):
     import itertools
     from pathlib import Path
 
-    from thermosgd import _io
     from thermosgd.nn import trainer
+    from thermosgd.results import io as _io
 
     names = ("model", "width", "dataset", "data", "samples_per_class", "image_size",
              "label_noise", "protocol",
@@ -259,7 +259,7 @@ def _prepare_train(args, progress):
         outs = [Path(args.out)]
     else:
         _io.check_output_dir(args.out, GRID_KIND)
-        from thermosgd.sweep import run_name
+        from thermosgd.sweeps import run_name
 
         outs = [Path(args.out) / run_name(c) for c in configs]
     for config, out in zip(configs, outs):
@@ -295,7 +295,7 @@ GRID_KIND = "train-grid"  # manifest kind of a directory holding one run per con
 def _sweep_from_args(args):
     from dataclasses import replace
 
-    from thermosgd import sweep
+    from thermosgd import sweeps as sweep
 
     overrides = {k: getattr(args, a) for k, a in (
         ("protocol", "protocol"), ("model", "model"), ("width", "width"), ("dataset", "dataset"),
@@ -319,7 +319,7 @@ def _sweep_from_args(args):
 
 
 def _prepare_sweep(args, progress):
-    from thermosgd import sweep
+    from thermosgd import sweeps as sweep
 
     if args.command == "collect":
         sweep.read_sweep_dir(args.dir)
@@ -350,7 +350,7 @@ def _prepare_sweep(args, progress):
                "progress": progress, "checkpoint_every": args.checkpoint_every,
                "mechanism": args.mechanism}
     if args.executor == "ray":
-        from thermosgd.sweep_ray import check_address, run_ray
+        from thermosgd.sweeps.ray import check_address, run_ray
 
         if args.address is not None:
             check_address(args.address)
@@ -362,7 +362,7 @@ def _prepare_sweep(args, progress):
         return ray_job
     if args.address is not None:
         raise ValueError("--address is for --executor ray")
-    from thermosgd.nn.trainer import load_data, resolve_device
+    from thermosgd.nn.config import load_data, resolve_device
 
     sweep.plan(spec, args.out, data=args.data, scale=args.scale, device=args.device,
                max_batch=args.max_batch)
@@ -378,7 +378,7 @@ def _prepare_sweep(args, progress):
 def _prepare_results(args):
     """analyze, plot, report: DIR is a sweep, an isotropic output or a folder of them. The
     analysis runs here, so that bad input exits 2 before anything is written."""
-    from thermosgd import results
+    from thermosgd.report import build as results
 
     bootstrap = getattr(args, "bootstrap", 0)
     analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thermosgd import _io
-from thermosgd.analysis import isotropic_checks
+from thermosgd.analysis.isotropic import isotropic_checks
+from thermosgd.results import io as _io
 from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
 
 __all__ = ["SCALES", "analyze_isotropic", "isotropic_configs", "run_isotropic", "write_result"]
@@ -108,12 +108,12 @@ def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool
             log(f"{config.protocol}: found complete results in {out_dir / config.protocol}, kept")
         checks["protocols"][config.protocol] = _checks(table)
         if figures and "skipped" not in checks["protocols"][config.protocol]:
-            from thermosgd.plots import figure_isotropic
+            from thermosgd.report.figures_isotropic import figure_isotropic
 
             figure_isotropic(table, out_dir / config.protocol / "figure.png")
     _io.write_json(out_dir / "checks.json", checks)
     if figures:
-        from thermosgd.report import write_report
+        from thermosgd.report.isotropic import write_report
 
         write_report(out_dir)
     return checks

@@ -9,7 +9,8 @@ from thermosgd.nn.models import (
     scale_invariant_parameters,
     set_parameter_norm,
 )
-from thermosgd.nn.trainer import TrainConfig, TrainResult, train
+from thermosgd.nn.config import TrainConfig
+from thermosgd.nn.trainer import TrainResult, train
 
 __all__ = [
     "DATASETS",

@@ -25,35 +25,30 @@ diverges is recorded as diverged and leaves the batch; the others go on.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 from tqdm.auto import tqdm
 
-from thermosgd import _io
+from thermosgd.results import io as _io
 from thermosgd.entropy import sphere_entropy
 from thermosgd.nn import measure
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters
-from thermosgd.nn.trainer import (
-    _CHUNK,
+from thermosgd.nn.config import TrainConfig, load_data, resolve_device
+from thermosgd.nn.trainer import _CHUNK, log_row, measure_seed, prepare
+from thermosgd.results.rundir import (
     KIND,
-    TrainConfig,
     TrainResult,
+    checkpoint_iteration,
     config_record,
     finish,
-    load_data,
-    log_row,
-    measure_seed,
-    prepare,
-    resolve_device,
+    read_finished,
     save_checkpoint,
     write_metrics,
 )
@@ -108,7 +103,7 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
     results: list[TrainResult | None] = [None] * len(configs)
     todo = []
     for i, (config, out) in enumerate(zip(configs, outs)):
-        done = _finished(out)
+        done = read_finished(out)
         if done is not None:
             results[i] = done
         else:
@@ -153,23 +148,6 @@ def _stack(outs):
     if isinstance(outs[0], tuple):
         return tuple(_stack([o[k] for o in outs]) for k in range(len(outs[0])))
     return torch.stack(outs)
-
-
-def _finished(out: Path | None) -> TrainResult | None:
-    if out is None or not (out / "summary.json").is_file():
-        return None
-    summary = json.loads((out / "summary.json").read_text())
-    if summary.get("status") not in ("finished", "diverged"):
-        return None
-    return TrainResult(pd.read_parquet(out / "metrics.parquet"), summary, out)
-
-
-def checkpoint_iteration(out: Path | None) -> int:
-    """The iteration a run directory's checkpoint holds (0: none)."""
-    if out is None or not (out / "checkpoint.pt").is_file():
-        return 0
-    return int(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
-               ["iteration"])
 
 
 class _Batch:

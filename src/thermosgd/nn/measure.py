@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -37,20 +36,13 @@ from thermosgd import theory
 from thermosgd.entropy import sphere_entropy
 
 __all__ = [
-    "METRIC_COLUMNS",
     "evaluate",
     "gradient_statistics",
     "log_schedule",
     "queue_entropy",
     "state_columns",
-    "stationary_summary",
 ]
 
-METRIC_COLUMNS = (
-    "iteration", "train_loss", "train_acc", "test_loss", "test_acc", "radius", "trace_cov",
-    "sigma2", "full_grad_norm2", "stoch_grad_norm2", "lambda_eff", "entropy_sphere", "entropy",
-    "temperature", "pressure", "volume", "radius_theory", "radius_theory_corrected",
-)  # the columns issue 3 asks for; runs also carry the extras written by the trainer
 
 _JACKKNIFE_GROUPS = 8
 
@@ -239,11 +231,3 @@ def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, stoch
              "lambda_eff_theory": math.nan, "lambda_eff_theory_corrected": math.nan,
              "lambda_eff_theory_corrected_logpoint": math.nan}
     return cols
-
-
-def stationary_summary(metrics: pd.DataFrame, logs: int = 30) -> dict:
-    """Stationary values: the mean of every numeric column over the last ``logs`` log points,
-    ignoring missing entries (entropy before the queue is full)."""
-    tail = metrics.tail(logs).drop(columns=["iteration"], errors="ignore")
-    means = tail.mean(numeric_only=True, skipna=True)
-    return {name: (None if not np.isfinite(v) else float(v)) for name, v in means.items()}

@@ -14,7 +14,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thermosgd import _io
+from thermosgd.results import io as _io
 
 __all__ = ["Check", "Page", "Section", "render_html", "render_markdown", "write_page"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from thermosgd import __version__
+from thermosgd._version import __version__
+from thermosgd.results.schema import MANIFEST, SCHEMA_VERSION
 
-MANIFEST = "thermosgd.json"  # marks a directory as written by thermosgd
 
 
 def git_revision() -> str:
@@ -92,4 +92,5 @@ def check_output_dir(path: Path, kind: str) -> None:
 
 def claim_output_dir(path: Path, kind: str, config: dict) -> None:
     """Create ``path`` (after :func:`check_output_dir`) and write its manifest."""
-    write_json(Path(path) / MANIFEST, {"kind": kind, "config": config} | provenance())
+    write_json(Path(path) / MANIFEST,
+               {"kind": kind, "schema": SCHEMA_VERSION, "config": config} | provenance())

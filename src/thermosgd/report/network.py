@@ -1,7 +1,7 @@
 """The report of a network sweep: one self-contained HTML file and a Markdown summary.
 
-:func:`write_report` analyses the sweep (``thermosgd.analysis_nn``), draws its figures
-(``thermosgd.plots_nn``) and writes ``DIR/report.html`` (figures embedded as base64 PNG, no
+:func:`write_report` analyses the sweep (``thermosgd.analysis.network``), draws its figures
+(``thermosgd.report.figures_network``) and writes ``DIR/report.html`` (figures embedded as base64 PNG, no
 external file or network access) and ``DIR/report.md``. Every check is a row: its value, its
 tolerance and pass or fail; for fixed LR and fixed ELR the Table-4 row stands beside the paper's
 value for the same setup, where the paper has one.
@@ -21,9 +21,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from thermosgd._page import Check, Section
-from thermosgd.plots import save_figure
-from thermosgd.plots_nn import fig_learning_curves, fig_radius_theories, fig_stationary
+from thermosgd.report.figures_isotropic import save_figure
+from thermosgd.report.figures_network import (
+    fig_learning_curves,
+    fig_radius_theories,
+    fig_stationary,
+)
+from thermosgd.report.page import Check, Section
 
 __all__ = ["RULES", "Check", "checks", "sweep_figures", "sweep_section", "write_report"]
 
@@ -120,7 +124,7 @@ def _setup_lines(result) -> list[str]:
 
 
 def sweep_section(result: dict, figures: dict[str, Path]) -> Section:
-    """An analysed sweep as a section of the shared report format (``thermosgd._page``);
+    """An analysed sweep as a section of the shared report format (``thermosgd.report.page``);
     ``figures`` maps caption -> PNG path relative to the page."""
     rows = [replace(_resolved(c, result), interval=_interval(result, c.name),
                     shown=f"{100 * c.value:.2f} %" if "rel. error" in c.name
@@ -151,10 +155,11 @@ def sweep_figures(path: Path, result: dict) -> dict[str, Path]:
 def write_report(path, *, bootstrap: int = 1000) -> tuple[Path, Path]:
     """Analyse the sweep at ``path`` and write ``report.html`` (self-contained) and ``report.md``
     into it, the PNGs the Markdown links to under ``figures/``, and the analysis files."""
-    from thermosgd import results, sweep
+    from thermosgd.report import build
+    from thermosgd.sweeps.directory import read_sweep_dir
 
-    sweep.read_sweep_dir(path)  # a sweep, not some other result
-    return results.report(path, bootstrap=bootstrap)
+    read_sweep_dir(path)  # a sweep, not some other result
+    return build.report(path, bootstrap=bootstrap)
 
 
 INTRO = ("Stationary SGD on a scale-invariant network, analysed as in the paper's section 6.3 "

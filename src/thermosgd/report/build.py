@@ -4,7 +4,7 @@ DIR is a network sweep (``thermosgd sweep run --out``), an isotropic-model outpu
 (``thermosgd reproduce isotropic --out``), or a folder whose subfolders are such results (say a
 sweep per protocol). Every result is analysed with its own module (``analysis_nn`` or
 ``analysis`` through ``reproduce.analyze_isotropic``), and the report of all of them is one
-page in the shared format (``thermosgd._page``).
+page in the shared format (``thermosgd.report.page``).
 
 In a folder of several results, one that cannot be analysed (an unfinished sweep, too few
 configurations) is reported with its reason and does not stop the others; a single result that
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from thermosgd import _io, _page
+from thermosgd.report import page as _page
+from thermosgd.results import io as _io
 
 __all__ = ["Analysed", "analyse", "locate", "plot", "report", "summary_lines", "write_analyses"]
 
@@ -63,7 +64,7 @@ def locate(path) -> list[tuple[str, Path]]:
 
 def _analyse_one(kind: str, path: Path, bootstrap: int) -> dict:
     if kind == "sweep":
-        from thermosgd.analysis_nn import analyze_sweep
+        from thermosgd.analysis.network import analyze_sweep
 
         return analyze_sweep(path, bootstrap=bootstrap)
     from thermosgd.reproduce import analyze_isotropic
@@ -100,7 +101,7 @@ def write_analyses(path, analysed: list[Analysed]) -> list[Path]:
     """Each result's analysis files in its own folder; for a folder of several results also
     ``path/analysis.json`` (an index) and ``path/analysis_table.csv`` (every stationary table,
     a ``result`` column first)."""
-    from thermosgd.analysis_nn import write_analysis
+    from thermosgd.analysis.network import write_analysis
 
     written, tables, index = [], [], {}
     for a in analysed:
@@ -167,7 +168,7 @@ def _sweep_lines(result: dict) -> list[str]:
 
 
 def _isotropic_lines(a: Analysed) -> list[str]:
-    from thermosgd.report import checks_table
+    from thermosgd.report.isotropic import checks_table
 
     rows = checks_table(a.result["checks"])
     lines = [f"{a.name} (isotropic model): {len(a.result['tables'])} protocols analysed"]
@@ -183,7 +184,7 @@ def _isotropic_lines(a: Analysed) -> list[str]:
 def _isotropic_figures(a: Analysed, formats=(".png",), *, reuse=False) -> dict[str, Path]:
     """Panels a-e per protocol into ``<protocol>/figure.<format>``; protocol -> PNG path.
     ``reuse``: keep a PNG newer than its stationary.csv (``reproduce`` drew it already)."""
-    from thermosgd.plots import draw_isotropic, save_figure
+    from thermosgd.report.figures_isotropic import draw_isotropic, save_figure
 
     out = {}
     for protocol, table in a.result["tables"].items():
@@ -203,7 +204,7 @@ def _isotropic_figures(a: Analysed, formats=(".png",), *, reuse=False) -> dict[s
 def plot(path, *, analysed: list[Analysed] | None = None) -> list[Path]:
     """Every figure of every result at ``path``, PNG and PDF; returns the written paths.
     ``analysed``: :func:`analyse`'s answer for ``path``, if already made."""
-    from thermosgd.plots_nn import plot_sweep
+    from thermosgd.report.figures_network import plot_sweep
 
     written = []
     for a in analysed if analysed is not None else analyse(path, bootstrap=0):
@@ -223,8 +224,8 @@ def report(path, *, bootstrap: int = 1000,
     ``report.md`` there, with a section per sweep and per isotropic protocol; the analysis files
     and the figures the Markdown links to are written too. ``analysed``: :func:`analyse`'s
     answer for ``path``, if already made."""
-    from thermosgd.report import isotropic_page
-    from thermosgd.report_nn import INTRO, TOLERANCE_LINES, sweep_figures, sweep_section
+    from thermosgd.report.isotropic import isotropic_page
+    from thermosgd.report.network import INTRO, TOLERANCE_LINES, sweep_figures, sweep_section
 
     path = Path(path)
     if analysed is None:

@@ -4,7 +4,7 @@ tolerance, the figures, and where the run misses the theory.
 ``write_report(out_dir)`` reads ``out_dir/checks.json`` (written by the analysis) and whatever
 ``out_dir/<protocol>/figure.png`` exist, and writes ``out_dir/report.md`` and the
 self-contained ``out_dir/report.html`` atomically, in the format network sweeps share
-(``thermosgd._page``). The work is done by pure functions: :func:`checks_table` turns the checks
+(``thermosgd.report.page``). The work is done by pure functions: :func:`checks_table` turns the checks
 into rows with a pass/fail status, :func:`isotropic_page` turns checks and figure paths into the
 page.
 
@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from thermosgd import _page
-from thermosgd._page import Check, Page, Section
+from thermosgd.report import page as _page
+from thermosgd.report.page import Check, Page, Section
 
 __all__ = ["TOLERANCES", "CheckRow", "Rule", "checks_table", "isotropic_page", "render_markdown",
            "write_report"]
@@ -333,7 +333,7 @@ def tolerance_lines() -> list[str]:
 
 
 def isotropic_page(checks: dict, figures: dict[str, str] | None = None) -> Page:
-    """The report of an isotropic run in the shared format (``thermosgd._page``): one section
+    """The report of an isotropic run in the shared format (``thermosgd.report.page``): one section
     per protocol. ``figures`` maps protocol -> figure path relative to the report."""
     figures = figures or {}
     rows = checks_table(checks)
@@ -362,7 +362,7 @@ def render_markdown(checks: dict, figures: dict[str, str] | None = None) -> str:
 
 def write_report(out_dir) -> Path:
     """Read ``out_dir/checks.json`` and the figures there; write ``out_dir/report.md`` and the
-    self-contained ``out_dir/report.html`` (the shared format of ``thermosgd._page``)."""
+    self-contained ``out_dir/report.html`` (the shared format of ``thermosgd.report.page``)."""
     out_dir = Path(out_dir)
     source = out_dir / "checks.json"
     if not source.is_file():

@@ -1,7 +1,7 @@
 """The Ray executor of a sweep: each group of configurations is one Ray task.
 
 A task asks for one GPU when the cluster has GPUs, otherwise ``cpus_per_task`` CPUs, and runs
-``thermosgd.sweep.run_group``: it takes its configurations' locks, trains them with the batched
+``thermosgd.sweeps.local.run_group``: it takes its configurations' locks, trains them with the batched
 engine and writes their run directories. A worker that dies mid-run (killed, preempted, out of
 memory) is retried by Ray up to ``max_retries`` times; the retry resumes every configuration
 from its last checkpoint. Workers must see the sweep directory and the data at the same paths
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from thermosgd import sweep as _sweep
+from thermosgd.sweeps import directory as _dir
+from thermosgd.sweeps import local as _local
 
 __all__ = ["run_ray"]
 
@@ -24,10 +25,10 @@ def _train_group(config_dicts, outs, sweep_dir, max_batch, checkpoint_every, mec
     """The Ray task: one group of configurations (run on a worker)."""
     import torch
 
-    from thermosgd.nn.trainer import TrainConfig
+    from thermosgd.nn.config import TrainConfig
 
     torch.set_num_threads(threads)  # the task's CPU share, as the local executor's threads
-    return _sweep.run_group([TrainConfig(**c) for c in config_dicts], [Path(o) for o in outs],
+    return _local.run_group([TrainConfig(**c) for c in config_dicts], [Path(o) for o in outs],
                             sweep_dir=Path(sweep_dir), max_batch=max_batch, progress=False,
                             checkpoint_every=checkpoint_every, mechanism=mechanism)
 
@@ -65,7 +66,7 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
     if cpus_per_task < 1:
         raise ValueError(f"--cpus-per-task must be >= 1, got {cpus_per_task}")
     # every check before anything is written; group size is decided once the cluster is known
-    _sweep.plan(sweep, out, data=data, scale=scale, device="cpu", max_batch=1)
+    _local.plan(sweep, out, data=data, scale=scale, device="cpu", max_batch=1)
     started = not ray.is_initialized()
     if started:
         try:
@@ -77,10 +78,10 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
         gpus = ray.cluster_resources().get("GPU", 0)
         device = "auto" if gpus else "cpu"
         configs = sweep.configs(data=data, scale=scale, device=device)
-        size = max_batch or _sweep.default_batch(configs[0], on_gpu=bool(gpus))
+        size = max_batch or _local.default_batch(configs[0], on_gpu=bool(gpus))
         todo = [i for i, c in enumerate(configs)
-                if _sweep.run_state(out, _sweep.run_name(c)) not in ("finished", "diverged")]
-        _sweep.claim_sweep_dir(out, sweep, scale)
+                if _dir.run_state(out, _dir.run_name(c)) not in ("finished", "diverged")]
+        _dir.claim_sweep_dir(out, sweep, scale)
         task = ray.remote(_train_group).options(
             max_retries=max_retries,
             **({"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus_per_task}))
@@ -88,7 +89,7 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
         for k in range(0, len(todo), size):
             group = todo[k:k + size]
             ref = task.remote([configs[i].to_dict() for i in group],
-                              [str(out / "runs" / _sweep.run_name(configs[i])) for i in group],
+                              [str(out / "runs" / _dir.run_name(configs[i])) for i in group],
                               str(out), max_batch, checkpoint_every, mechanism, cpus_per_task)
             pending[ref] = group
         results = {}
@@ -100,7 +101,7 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
                     results |= ray.get(done[0])
                 except ray.exceptions.RayError as err:  # retries exhausted: the others go on
                     for i in group:
-                        results[_sweep.run_name(configs[i])] = {
+                        results[_dir.run_name(configs[i])] = {
                             "status": "failed", "error": str(err).splitlines()[0]}
                 bar.update(len(group))
         return results

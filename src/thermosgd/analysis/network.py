@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thermosgd import _io, analysis, sweep, theory
+from thermosgd import theory
+from thermosgd.analysis import isotropic as analysis
+from thermosgd.results import io as _io
+from thermosgd.sweeps import directory as sweep
 
 __all__ = ["MIN_FIT_POINTS", "PAPER_TABLE4", "analyze_sweep", "converging", "table4",
            "write_analysis"]

@@ -21,8 +21,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from thermosgd import analysis_nn
-from thermosgd.plots import _log_norm, _log_ticks, save_figure
+from thermosgd.analysis import network as analysis_nn
+from thermosgd.report.figures_isotropic import _log_norm, _log_ticks, save_figure
 
 __all__ = ["fig_learning_curves", "fig_radius_theories", "fig_stationary", "plot_sweep"]
 

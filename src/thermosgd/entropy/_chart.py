@@ -1,0 +1,166 @@
+"""The spherical chart of high-dimensional samples, built chunk by chunk into centered storage.
+
+Angles theta_1..theta_(d-2), phi of every row (eq. 26-27), optionally after the Householder
+reflection that takes the sample's mean direction to the chart's flattest point, with the
+log-Jacobian of each row; stored centered in float64 (and a float32 copy for the Gram screen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from thermosgd.entropy._gram import _chunks, _nn_sqdist_gram
+
+
+def _check(norms, same, name, *, nonzero):
+    """Raise ValueError for non-finite rows, zero rows (if ``nonzero``) or all-identical sets."""
+    if not np.all(np.isfinite(norms)):
+        raise ValueError(f"{name} contains non-finite values (NaN/inf, or norms overflowing float64)")
+    if nonzero and np.any(norms == 0):
+        raise ValueError(f"{name} contains zero vectors: their direction on the sphere is undefined")
+    if np.any(same):
+        raise ValueError(f"all points of {name} are identical (set {np.flatnonzero(same)[:5].tolist()})"
+                         ": the entropy of a point mass is -inf")
+
+
+def _mean_log_jacobian(w):
+    """Mean over points of log J = sum_(j=1)^(d-2) (d-1-j) log sin theta_j (eq. 27), (..., N, d).
+
+    No trigonometry: sin^2 theta_j = S_(j+1) / S_j with S_j = sum_(i>=j) x_i^2, and the weighted
+    sum of 0.5 (log S_(j+1) - log S_j) telescopes to 0.5 sum_(k=2)^(d-1) log S_k
+    - 0.5 (d-2) log S_1 (any row scale cancels). NumPy or torch.
+    """
+    d = w.shape[-1]
+    if isinstance(w, torch.Tensor):
+        x = w.to(torch.float64)
+        s = torch.flip(torch.cumsum(torch.flip(x * x, [-1]), -1), [-1])
+        logj = 0.5 * torch.log(s[..., 1:-1]).sum(-1) - 0.5 * (d - 2) * torch.log(s[..., 0])
+        return logj.mean(-1)
+    x = np.asarray(w, dtype=np.float64)
+    s = np.cumsum((x * x)[..., ::-1], axis=-1)[..., ::-1]
+    return (0.5 * np.log(s[..., 1:-1]).sum(-1) - 0.5 * (d - 2) * np.log(s[..., 0])).mean(-1)
+
+
+def _householder(mean_dir, d):
+    """v with H = I - 2 v v^T / (v^T v) mapping unit mean_dir (B, d) to e_(d-1); coef = 2 / v^T v.
+
+    A mean already at e_(d-1) gives coef 0 (identity). A zero mean (a perfectly balanced sample)
+    gives some reflection, which is as good as any: the entropy is invariant under all of them.
+    """
+    v = mean_dir.copy()
+    v[:, d - 2] -= 1.0
+    vv = (v * v).sum(-1)
+    coef = np.where(vv > 0, 2.0 / np.where(vv > 0, vv, 1.0), 0.0)
+    return v, coef
+
+
+def _sphere_torch(w, align, max_memory):
+    """High-dimensional sphere path: chunked angle chart, Gram screening, exact distances.
+
+    The chart is built in reversed coordinates y = (x_d, ..., x_1): the reverse cumulative sums
+    S_j become plain cumulative sums of y^2, so no chunk is flipped twice. The stored columns
+    are then a permutation of theta - theta_ref with the theta part mirrored; neither changes a
+    distance.
+    """
+    b, d = w.shape[0], w.shape[2]
+    norms, unit_sum = _scan_rows(w, "w", nonzero=True)
+    m = unit_sum / np.maximum(np.linalg.norm(unit_sum, axis=-1, keepdims=True), 1e-300)  # (B, d)
+    dev = w.device
+    u, ref = None, None
+    if align:
+        # H y = y - u (u^T y), u = v sqrt(2 / v^T v): rows need no normalization (H is linear;
+        # the angles and log J below are scale-invariant).
+        v, coef = _householder(m, d)
+        u = torch.from_numpy(np.ascontiguousarray(v[:, ::-1] * np.sqrt(coef)[:, None])).to(dev)
+
+    def chart(y, sets, out):
+        """Reversed rows y (bs, rs, d) float64 -> angle chart into out (bs, rs, d-1); log J."""
+        if u is not None:
+            y = torch.baddbmm(y, torch.bmm(y, u[sets, :, None]), u[sets, None, :], alpha=-1.0)
+        c = (y * y).cumsum_(-1)  # c[k] = S_(d-k) in x's indexing, (bs, rs, d)
+        logj = 0.5 * c[..., 1:-1].log().sum(-1) - 0.5 * (d - 2) * c[..., -1].log()
+        # pi/2 - theta_j = atan2(x_j, sqrt(S_(j+1))): the deviation from the aligned reference
+        # (pi/2) is computed directly, with no cancellation against pi/2, so tiny angle
+        # differences keep their digits.
+        torch.atan2(y[..., 2:], c[..., 1:-1].sqrt_(), out=out[..., :-1])
+        torch.atan2(y[..., 0], y[..., 1], out=out[..., -1])  # phi
+        if ref is not None:
+            out.sub_(ref[sets])
+        return logj
+
+    if not align:  # reference: the mean direction's own chart coordinates
+        ref = torch.empty((b, 1, d - 1), dtype=torch.float64, device=dev)
+        chart(torch.from_numpy(np.ascontiguousarray(m[:, None, ::-1])).to(dev), slice(None), ref)
+    store64, store32, ss, logj = _store_chart(w, chart, d - 1, max_memory=max_memory,
+                                              reverse=True)
+    d2 = _nn_sqdist_gram(store32, ss.float(), store64)
+    # host copies: the (B, N) distances and (B,) sums are the results
+    return d2.cpu().numpy(), ss.mean(-1).cpu().numpy(), logj.mean(-1).cpu().numpy(), norms
+
+
+def _scan_rows(w, name, *, nonzero):
+    """One chunked pass over w (B, N, d): validation, row norms (B, N) and the unit-row sums (B, d).
+
+    Returned on the host (NumPy). Identical rows have identical norms, so only sets whose norms
+    all agree are compared element by element for the all-identical check.
+    """
+    b, n, d = w.shape
+    norms = torch.empty((b, n), dtype=torch.float64, device=w.device)
+    unit = torch.zeros((b, d), dtype=torch.float64, device=w.device) if nonzero else None
+    for sets, rows in _chunks(b, n, d * 8):
+        x = w[sets, rows].to(torch.float64)
+        r = torch.linalg.vector_norm(x, dim=-1)  # (bs, rs)
+        norms[sets, rows] = r
+        if nonzero:
+            unit[sets] += torch.bmm((1.0 / r)[:, None, :], x)[:, 0]
+    norms = norms.cpu().numpy()  # host copy: validation, one sync
+    same = (norms == norms[:, :1]).all(-1)
+    for s in np.flatnonzero(same):
+        same[s] = all(bool((w[s, rows] == w[s, :1]).all()) for _, rows in _chunks(1, n, d * 8))
+    _check(norms, same, name, nonzero=nonzero)
+    return norms, (unit.cpu().numpy() if nonzero else None)
+
+
+def _identity_chart(x, sets, out):
+    out.copy_(x)
+
+
+def _store_chart(w, chart, dim, *, max_memory, reverse=False):
+    """Chart w (B, N, d) chunk by chunk into centered storage of width ``dim``.
+
+    ``chart(x, sets, out)`` writes the float64 chart of rows x (bs, rs, d) (coordinates reversed
+    if ``reverse``) into out (bs, rs, dim) and returns a per-row extra (log J) or None. Returns
+    (store64 or None, store32, squared distances to the mean (B, N) float64, extras (B, N)).
+    float64 is kept (with a float32 copy for the screen) when B N dim 12 bytes fit in
+    ``max_memory``, else float32 only. Centering in float64 first gives the float32 copy a relative
+    precision on the sample's spread, not on its offset.
+    """
+    b, n, d = w.shape
+    if b * n * dim * 4 > max_memory:
+        raise ValueError(f"the float32 chart needs {b * n * dim * 4 / 2**30:.2f} GiB, above "
+                         f"max_memory = {max_memory / 2**30:.2f} GiB; raise max_memory")
+    f64 = {"dtype": torch.float64, "device": w.device}
+    keep64 = b * n * dim * 12 <= max_memory
+    store32 = torch.empty((b, n, dim), dtype=torch.float32, device=w.device)
+    store64 = torch.empty((b, n, dim), **f64) if keep64 else None
+    colsum = torch.zeros((b, dim), **f64)
+    extra = torch.zeros((b, n), **f64)
+    for sets, rows in _chunks(b, n, max(d, dim) * 8):
+        x = w[sets, rows]
+        x = (x.flip(-1) if reverse else x).to(torch.float64)
+        out = store64[sets, rows] if keep64 else torch.empty(x.shape[:-1] + (dim,), **f64)
+        aux = chart(x, sets, out)
+        if aux is not None:
+            extra[sets, rows] = aux
+        colsum[sets] += out.sum(1)
+        if not keep64:
+            store32[sets, rows] = out
+    mean = colsum / n
+    ss = torch.empty((b, n), **f64)
+    for sets, rows in _chunks(b, n, dim * 8):
+        c = store64[sets, rows] if keep64 else store32[sets, rows].to(torch.float64)
+        c.sub_(mean[sets, None, :])  # in place: store64 is centered too
+        store32[sets, rows] = c
+        ss[sets, rows] = torch.linalg.vector_norm(c, dim=-1).square_()
+    return store64, store32, ss, extra

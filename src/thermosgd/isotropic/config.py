@@ -1,0 +1,112 @@
+"""One grid of isotropic-model runs for one protocol (section 5, appendix E defaults)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from thermosgd.protocols import PROTOCOLS
+
+__all__ = ["IsotropicConfig"]
+
+
+@dataclass(frozen=True)
+class IsotropicConfig:
+    """One grid of isotropic-model runs for one protocol. Defaults are the paper's setup."""
+
+    protocol: str  # "fixed-lr", "fixed-elr" or "fixed-sphere"
+    learning_rates: tuple[float, ...]  # eta (fixed LR) or eta_eff (fixed ELR, sphere)
+    weight_decays: tuple[float, ...] = ()  # lambda, weight decay = pressure (fixed LR / ELR)
+    radii: tuple[float, ...] = ()  # r, sphere radius (fixed sphere only)
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every grid point runs once per seed
+    dim: int = 3  # d, number of weights
+    sigma: float = 1.0  # sigma, gradient-noise scale (sigma^2 = Tr Sigma / (d-1))
+    mu_norm: float = 1.0  # |mu|, energy scale of L = 1 + mu^T w_bar
+    mu_seed: int = 0  # seed of the random direction of mu and of the initial direction
+    iterations: int = 2_000_000  # k, noisy-GD steps
+    log_every: int = 50  # steps between loss / radius logs
+    stationary_logs: int = 5000  # stationary means use the last this-many logs
+    queue_size: int = 1000  # N, weight snapshots kept for the entropy estimate
+    queue_every: int = 50  # steps between snapshots
+    entropy_every: int = 40_000  # steps between entropy evaluations of the queue
+    entropy_average: int = 10  # stationary entropy = mean of the last this-many evaluations
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}"
+            )
+        object.__setattr__(self, "learning_rates", _floats(self.learning_rates))
+        object.__setattr__(self, "weight_decays", _floats(self.weight_decays))
+        object.__setattr__(self, "radii", _floats(self.radii))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        sphere = self.protocol == "fixed-sphere"
+        rate = "--elr (effective learning rates)" if self.protocol != "fixed-lr" else "--lr"
+        _require_positive(self.learning_rates, f"learning rates ({rate})")
+        if sphere:
+            if self.weight_decays:
+                raise ValueError("fixed-sphere has no weight decay: drop --wd, give --radius")
+            _require_positive(self.radii, "radii (--radius)")
+        else:
+            if self.radii:
+                raise ValueError(f"{self.protocol} has no sphere radius: drop --radius")
+            _require_positive(self.weight_decays, "weight decays (--wd)")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if self.dim < 2:
+            raise ValueError(f"dimension d must be >= 2 (a sphere S^(d-1) needs d >= 2), got {self.dim}")
+        for name in ("sigma", "mu_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value}")
+        for name in ("iterations", "log_every", "stationary_logs", "queue_size", "queue_every",
+                     "entropy_every", "entropy_average"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.queue_size < 2:
+            raise ValueError("queue_size must be >= 2 (the entropy estimator needs neighbours)")
+        if self.n_entropy_evaluations < 1:
+            raise ValueError(
+                f"{self.iterations} iterations are too few for the entropy queue: it fills after "
+                f"queue_size * queue_every = {self.queue_fill} steps and is evaluated every "
+                f"{self.entropy_every}; raise --iterations to at least {self.first_entropy_at}"
+            )
+
+    @property
+    def queue_fill(self) -> int:
+        return self.queue_size * self.queue_every
+
+    @property
+    def first_entropy_at(self) -> int:
+        return -(-self.queue_fill // self.entropy_every) * self.entropy_every
+
+    @property
+    def n_entropy_evaluations(self) -> int:
+        if self.iterations < self.first_entropy_at:
+            return 0
+        return (self.iterations - self.first_entropy_at) // self.entropy_every + 1
+
+    @property
+    def n_logs(self) -> int:
+        return self.iterations // self.log_every
+
+    @property
+    def second_values(self) -> tuple[float, ...]:
+        return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
+
+    @property
+    def grid_size(self) -> int:
+        return len(self.learning_rates) * len(self.second_values) * len(self.seeds)
+
+
+def _floats(values) -> tuple[float, ...]:
+    if np.ndim(values) == 0:
+        values = (values,)
+    return tuple(float(v) for v in values)
+
+
+def _require_positive(values, what):
+    if any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ValueError(f"{what} must all be positive and finite, got {list(values)}")

@@ -1,0 +1,174 @@
+"""The isotropic noise model (section 5, appendix E), batched over whole hyperparameter grids.
+
+Noisy gradient descent on the scale-invariant loss L(w) = 1 + mu^T w / ||w|| (eq. 24):
+
+    g_k = grad L(w_k) + P_{w_bar_k} sigma eps_k / ||w_k||,   eps_k ~ N(0, I_d),
+
+followed by the protocol's update (:mod:`thermosgd.protocols`). At stationarity the direction is
+von Mises-Fisher with density ~ exp(-mu^T w_bar / T), so U and S_sphere are known exactly
+(eq. 102-103) and every V1-V4 prediction can be checked.
+
+All grid points (every combination of rate, weight decay or radius, and seed) advance together
+in one compiled loop, one thread per block of grid points; each point owns its noise stream,
+seeded from (seed, protocol, hyperparameters), so a point's trajectory does not depend on
+which grid it is part of or on the number of threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from thermosgd import theory
+from thermosgd.entropy import sphere_entropy
+from thermosgd.isotropic import _rng
+from thermosgd.isotropic._kernel import _advance
+from thermosgd.isotropic.config import IsotropicConfig
+from thermosgd.protocols import make_protocol
+
+__all__ = ["IsotropicResult", "simulate", "grid_protocol", "unit_vector"]
+
+
+def grid_protocol(config: IsotropicConfig):
+    """The protocol with (G,) hyperparameter arrays and the (G,) seeds, rate axis outermost."""
+    rate, second, seed = (
+        np.array(a) for a in zip(*itertools.product(
+            config.learning_rates, config.second_values, config.seeds))
+    )
+    return make_protocol(config.protocol, rate, second), seed.astype(np.int64)
+
+
+def unit_vector(d: int, seed: int, stream: int) -> np.ndarray:
+    """A uniformly random unit vector in R^d from (seed, stream)."""
+    v = np.random.default_rng([seed, stream]).standard_normal(d)
+    return v / np.linalg.norm(v)
+
+
+@dataclass
+class IsotropicResult:
+    """Everything one grid run produced: per-point stationary table, logs and entropy traces."""
+
+    config: IsotropicConfig
+    table: pd.DataFrame  # one row per grid point (see :func:`simulate`)
+    log_iterations: np.ndarray  # (n_logs,)
+    loss: np.ndarray  # (G, n_logs) float32, L(w) at each log
+    radius: np.ndarray  # (G, n_logs) float32, ||w|| at each log
+    lambda_eff: np.ndarray | None  # (G, n_logs) float32, eq. 83 averaged between logs (sphere)
+    entropy_iterations: np.ndarray  # (n_eval,)
+    entropy_sphere: np.ndarray  # (G, n_eval) sphere entropy of the queue (eq. 26)
+    entropy: np.ndarray  # (G, n_eval) total entropy of the queue (eq. 28)
+    mu: np.ndarray = field(repr=False, default=None)  # (d,)
+
+
+def _stream_seeds(config: IsotropicConfig, protocol, seeds):
+    """SeedSequence entropy per grid point from (seed, protocol, float bits of both hyperparams)."""
+    bits = lambda a: np.asarray(a, dtype=np.float64).view(np.uint64)  # noqa: E731
+    rate, second = bits(protocol.rate), bits(np.broadcast_to(protocol.second, protocol.rate.shape))
+    return [(int(s), protocol.code, int(a), int(b)) for s, a, b in zip(seeds, rate, second)]
+
+
+def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResult:
+    """Run noisy GD (eq. 24) for every grid point of ``config`` and summarize stationarity.
+
+    Logs loss and radius every ``log_every`` steps; keeps a ring buffer of ``queue_size``
+    snapshots taken every ``queue_every`` steps and evaluates its sphere and total entropy
+    (eq. 26-28) every ``entropy_every`` steps once full. Stationary values: means over the last
+    ``stationary_logs`` logs; entropy = mean of the last ``entropy_average`` evaluations.
+
+    The returned table has one row per grid point with the hyperparameters (protocol, lr, wd,
+    radius_target, seed), the measured stationary values (radius, U, entropy_sphere, entropy,
+    lambda_eff), the state variables (temperature, pressure, volume) and the theory columns
+    (radius_theory, U_theory, entropy_sphere_theory, entropy_theory, lambda_eff_theory).
+    """
+    from tqdm.auto import tqdm
+
+    protocol, seeds = grid_protocol(config)
+    n_points, d = seeds.size, config.dim
+    mu = config.mu_norm * unit_vector(d, config.mu_seed, 0)
+    w = unit_vector(d, config.mu_seed, 1)[None, :] * protocol.initial_norm()[:, None]  # (G, d)
+    state = _rng.seed_states(_stream_seeds(config, protocol, seeds))  # (G, 4)
+    alive = np.ones(n_points, dtype=bool)
+    n_logs = config.n_logs
+    loss = np.full((n_points, n_logs), np.nan, dtype=np.float32)
+    radius = np.full((n_points, n_logs), np.nan, dtype=np.float32)
+    sphere = config.protocol == "fixed-sphere"
+    leff = np.full((n_points, n_logs) if sphere else (1, 1), np.nan, dtype=np.float32)
+    queue = np.zeros((n_points, config.queue_size, d))  # (G, N, d)
+    rate = np.ascontiguousarray(protocol.rate, dtype=float)
+    second = np.ascontiguousarray(np.broadcast_to(protocol.second, rate.shape), dtype=float)
+
+    eval_at = config.first_entropy_at + config.entropy_every * np.arange(
+        config.n_entropy_evaluations)
+    s_sphere = np.full((n_points, eval_at.size), np.nan)
+    s_total = np.full((n_points, eval_at.size), np.nan)
+    stops = np.unique(np.concatenate([eval_at, [config.iterations]]))
+    bar = tqdm(total=config.iterations, desc=f"{config.protocol} ({n_points} points)",
+               unit="it", unit_scale=True, disable=not progress, leave=False)
+    start = 0
+    for stop in stops:
+        _advance(w, state, alive, mu, protocol.code, rate, second, config.sigma, int(start),
+                 int(stop), config.log_every, config.queue_every, loss, radius, leff, queue,
+                 _rng.ZIG_X, _rng.ZIG_RATIO)
+        bar.update(int(stop - start))
+        start = stop
+        hit = np.flatnonzero(eval_at == stop)
+        if hit.size and alive.any():
+            e = hit[0]
+            s_sphere[alive, e] = sphere_entropy(queue[alive])
+            mean_norm = np.linalg.norm(queue[alive], axis=-1).mean(axis=-1)
+            s_total[alive, e] = theory.total_entropy(s_sphere[alive, e], mean_norm, d)
+    bar.close()
+    s_sphere[~alive] = np.nan
+    s_total[~alive] = np.nan
+    table = _stationary_table(config, protocol, seeds, alive, loss, radius,
+                              leff if sphere else None, s_sphere, s_total)
+    return IsotropicResult(
+        config=config, table=table,
+        log_iterations=config.log_every * np.arange(1, n_logs + 1),
+        loss=loss, radius=radius, lambda_eff=leff if sphere else None,
+        entropy_iterations=eval_at, entropy_sphere=s_sphere, entropy=s_total, mu=mu,
+    )
+
+
+def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphere, s_total):
+    d, sigma2 = config.dim, config.sigma**2
+    window = slice(max(0, config.n_logs - config.stationary_logs), None)
+    last = slice(max(0, s_sphere.shape[1] - config.entropy_average), None)
+    with np.errstate(invalid="ignore"):
+        r = np.where(alive, radius[:, window].mean(axis=1, dtype=np.float64), np.nan)
+        u = np.where(alive, loss[:, window].mean(axis=1, dtype=np.float64), np.nan)
+        s_sph = np.where(alive, s_sphere[:, last].mean(axis=1), np.nan)
+        s_tot = np.where(alive, s_total[:, last].mean(axis=1), np.nan)
+    temperature = protocol.temperature(sigma2, d)
+    r_theory = protocol.stationary_radius(sigma2, d)
+    sph_theory = theory.vmf_sphere_entropy(temperature, d, config.mu_norm)
+    sphere = config.protocol == "fixed-sphere"
+    nan = np.full(seeds.size, np.nan)
+    lam = np.where(alive, leff[:, window].mean(axis=1, dtype=np.float64), np.nan) if sphere else nan
+    table = pd.DataFrame({
+        "protocol": config.protocol,
+        "d": d,
+        "sigma": config.sigma,
+        "seed": seeds,
+        "lr": protocol.rate,
+        "wd": nan if sphere else protocol.second,
+        "radius_target": protocol.second if sphere else nan,
+        "diverged": ~alive,
+        "radius": r,
+        "U": u,
+        "entropy_sphere": s_sph,
+        "entropy": s_tot,
+        "temperature": temperature,
+        "pressure": lam if sphere else protocol.pressure(sigma2, d),
+        "volume": theory.volume(r),
+        "lambda_eff": lam,
+        "radius_theory": r_theory,
+        "U_theory": theory.vmf_mean_loss(temperature, d, config.mu_norm),
+        "entropy_sphere_theory": sph_theory,
+        "entropy_theory": theory.total_entropy(sph_theory, r_theory, d),
+        "lambda_eff_theory": protocol.pressure(sigma2, d) if sphere else nan,
+    })
+    return table

@@ -1,0 +1,131 @@
+"""A network run's configuration, its device and its data (section 6, appendix F defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from thermosgd.nn.data import DATASETS, Dataset, load_dataset
+from thermosgd.nn.models import BN_EPS, MODELS
+from thermosgd.protocols import PROTOCOLS, make_protocol
+
+__all__ = ["PAPER_WIDTH", "TrainConfig", "load_data", "resolve_device"]
+
+PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One run. Hyperparameters follow the protocol: fixed LR takes (learning_rate = eta,
+    weight_decay = lambda), fixed ELR (learning_rate = eta_eff, weight_decay = lambda), fixed
+    sphere (learning_rate = eta_eff, radius = r). Defaults are the paper's (appendix F)."""
+
+    protocol: str  # "fixed-lr", "fixed-elr" or "fixed-sphere"
+    learning_rate: float  # eta (fixed LR) or eta_eff (fixed ELR, fixed sphere)
+    weight_decay: float | None = None  # lambda, the pressure p (fixed LR, fixed ELR)
+    radius: float | None = None  # r, radius of the sphere (fixed sphere); ||w_0|| = r
+    model: str = "convnet"  # "convnet" or "resnet18"
+    width: int | None = None  # k, width multiplier; None = the paper's (ConvNet 8, ResNet-18 4)
+    dataset: str = "digits"  # "cifar10", "cifar100" or "digits"
+    data: str | None = None  # path of the official CIFAR python archive or its folder
+    samples_per_class: int | None = None  # seeded training subset; None = the whole set
+    image_size: int | None = None  # resize inputs to this many pixels; None = native size
+    label_noise: float = 0.0  # fraction of train labels replaced by uniform classes (not paper)
+    iterations: int = 10_000  # SGD steps
+    batch_size: int = 128  # B, drawn with replacement at every step (no epochs)
+    seed: int = 0  # mini-batch stream
+    init_seed: int = 0  # initial weights, shared by every run of a sweep
+    head_seed: int = 0  # frozen last layer, shared by every run of a sweep
+    bn_eps: float = BN_EPS  # BatchNorm eps (scale invariance holds while variances >> eps)
+    queue_size: int = 1000  # N, weight snapshots for the entropy estimate
+    queue_every: int = 25  # iterations between snapshots
+    log_every: int = 200  # log spacing up to log_linear_until
+    log_linear_until: int = 10_000  # then log_points log-spaced logs to the end
+    log_points: int = 150
+    stationary_logs: int = 30  # stationary value = mean over the last this-many logs
+    measure_passes: int = 1  # passes over the train set per log point for loss, grad, Tr Sigma
+    device: str = "auto"  # "cpu", "cuda", "cuda:1", ...; "auto" takes CUDA when present
+
+    def __post_init__(self):
+        _choice("model", self.model, MODELS)
+        if self.width is None:
+            object.__setattr__(self, "width", PAPER_WIDTH[self.model])
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        if self.dataset != "digits" and self.data is None:
+            archive = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+            raise ValueError(f"{self.dataset} is read from the official archive: give its path "
+                             f"with --data (data=), {archive[self.dataset]} or its extracted "
+                             "folder; nothing is downloaded")
+        _positive("learning rate (--lr)", self.learning_rate)
+        if self.protocol == "fixed-sphere":
+            if self.weight_decay is not None:
+                raise ValueError("the fixed-sphere protocol takes no weight decay: drop --wd and "
+                                 "give the sphere's radius with --radius")
+            if self.radius is None:
+                raise ValueError("the fixed-sphere protocol needs the sphere's radius (--radius)")
+            _positive("radius (--radius)", self.radius)
+        else:
+            if self.weight_decay is None:
+                raise ValueError(f"the {self.protocol} protocol needs a weight decay (--wd)")
+            _positive("weight decay (--wd)", self.weight_decay)
+            if self.radius is not None:
+                raise ValueError(f"the {self.protocol} protocol takes no --radius (its radius is "
+                                 "set by lr and wd); use --protocol fixed-sphere to fix it")
+        for name in ("width", "iterations", "batch_size", "queue_size", "queue_every",
+                     "log_every", "stationary_logs", "measure_passes"):
+            value = getattr(self, name)
+            low = 2 if name == "queue_size" else 1
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        if self.log_points < 0 or self.log_linear_until < 0:
+            raise ValueError("log_points and log_linear_until must be >= 0")
+        _positive("bn_eps", self.bn_eps)
+        if not (isinstance(self.label_noise, (int, float)) and 0 <= self.label_noise <= 1):
+            raise ValueError(f"label noise (--label-noise) must be a fraction in [0, 1], got "
+                             f"{self.label_noise!r}")
+
+    @property
+    def hyperparameters(self) -> tuple[float, float]:
+        """(rate, second): the protocol's two hyperparameters (second = lambda or r)."""
+        second = self.radius if self.protocol == "fixed-sphere" else self.weight_decay
+        return float(self.learning_rate), float(second)
+
+    def make_protocol(self):
+        return make_protocol(self.protocol, *self.hyperparameters)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU; "
+                         "use --device cpu")
+    return dev
+
+
+def load_data(config: TrainConfig, device) -> Dataset:
+    return load_dataset(config.dataset, root=config.data, device=device,
+                        samples_per_class=config.samples_per_class, image_size=config.image_size,
+                        label_noise=config.label_noise)
+

@@ -1,0 +1,149 @@
+"""A sweep directory: its manifest, one run directory per configuration, locks, collection.
+
+``thermosgd.json`` (kind "sweep": the definition and ``scale``), ``runs/<name>/`` (one run
+directory per configuration, :mod:`thermosgd.results.rundir`) and ``locks/<name>.lock``. A
+configuration belongs to one worker at a time: the worker holds its lock (an OS file lock,
+released when the process dies, so a killed worker leaves no stale lock).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from thermosgd.results import io as _io
+from thermosgd.sweeps.grid import Sweep
+
+__all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_name", "run_state",
+           "status"]
+
+KIND = "sweep"  # manifest kind of a sweep directory
+STATES = ("finished", "diverged", "running", "interrupted", "pending")
+# the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
+HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
+
+
+def run_name(config) -> str:
+    """A run's directory name: protocol, rate, lambda or r, seed."""
+    second = (f"r{config.radius:g}" if config.protocol == "fixed-sphere"
+              else f"wd{config.weight_decay:g}")
+    return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
+
+
+def _definition(sweep: Sweep, scale: float) -> dict:
+    return {"sweep": sweep.to_dict(), "scale": scale}
+
+
+def open_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
+    """Refuse a directory that is not this sweep's (before anything is written)."""
+    out = Path(out)
+    _io.check_output_dir(out, KIND)
+    manifest = out / _io.MANIFEST
+    if manifest.is_file():
+        found = json.loads(manifest.read_text())["config"]
+        if found != json.loads(json.dumps(_definition(sweep, scale))):
+            name, fscale = found["sweep"]["name"], found["scale"]
+            raise ValueError(f"{out} holds the sweep {name!r} (scale {fscale:g}), not "
+                             f"{sweep.name!r} (scale {scale:g}) or a different grid; choose "
+                             "another --out")
+
+
+def claim_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
+    if not (Path(out) / _io.MANIFEST).is_file():
+        _io.claim_output_dir(out, KIND, _definition(sweep, scale))
+
+
+def read_sweep_dir(out: Path) -> tuple[Sweep, float]:
+    manifest = Path(out) / _io.MANIFEST
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    if record.get("kind") != KIND:
+        raise ValueError(f"{out} is not a sweep directory (no thermosgd.json of kind 'sweep'); "
+                         "give the --out of `thermosgd sweep run`")
+    definition = record["config"]["sweep"]
+    return Sweep(**definition), float(record["config"]["scale"])
+
+
+def _lock(out: Path, name: str) -> FileLock:
+    (Path(out) / "locks").mkdir(parents=True, exist_ok=True)
+    return FileLock(Path(out) / "locks" / f"{name}.lock")
+
+
+def run_state(out: Path, name: str) -> str:
+    """finished, diverged, running (locked by a live worker), interrupted (a checkpoint, no
+    worker) or pending."""
+    run = Path(out) / "runs" / name
+    summary = run / "summary.json"
+    if summary.is_file():
+        found = json.loads(summary.read_text()).get("status")
+        if found in ("finished", "diverged"):
+            return found
+    path = Path(out) / "locks" / f"{name}.lock"
+    if path.is_file():  # a worker creates its lock file before taking it
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return "running"
+        lock.release()
+    return "interrupted" if (run / "checkpoint.pt").is_file() else "pending"
+
+
+def status(out: str | Path) -> dict[str, list[str]]:
+    """Run names by state (STATES) of the sweep in ``out``."""
+    sweep, scale = read_sweep_dir(out)
+    states: dict[str, list[str]] = {s: [] for s in STATES}
+    for config in sweep.configs(scale=scale, device="cpu", data=_any_data(sweep)):
+        name = run_name(config)
+        states[run_state(out, name)].append(name)
+    return states
+
+
+def _any_data(sweep: Sweep) -> str | None:
+    return None if sweep.dataset == "digits" else "-"  # names only, nothing is read
+
+
+def collect(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``out/metrics.parquet`` (every log of every run, with its hyperparameters) and
+    ``out/stationary.csv`` (one row per configuration: hyperparameters, state, stationary
+    means of the last ``stationary_logs`` logs); return both tables."""
+    out = Path(out)
+    metrics, table = gather(out)
+    _io.atomic_write(out / "metrics.parquet", lambda tmp: metrics.to_parquet(tmp, index=False))
+    _io.write_csv(out / "stationary.csv", table)
+    return metrics, table
+
+
+def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`collect`'s two tables, read from the run directories, nothing written."""
+    out = Path(out)
+    sweep, scale = read_sweep_dir(out)
+    logs, rows = [], []
+    for config in sweep.configs(scale=scale, device="cpu", data=_any_data(sweep)):
+        name = run_name(config)
+        hyper = {"run": name, "protocol": config.protocol,
+                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
+                 "sphere_radius": config.radius, "seed": config.seed}
+        state = run_state(out, name)
+        row = hyper | {"status": state}
+        run = out / "runs" / name
+        if state in ("finished", "diverged"):
+            summary = json.loads((run / "summary.json").read_text())
+            row |= {"iterations_done": summary["iterations_done"],
+                    "diverged_at": summary["diverged_at"], "d": summary["d"]}
+            row |= summary["stationary"]
+        if (run / "metrics.parquet").is_file():
+            metrics = pd.read_parquet(run / "metrics.parquet")
+            logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
+                list(HYPER_COLUMNS) + list(metrics.columns)])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    metrics = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(
+        columns=list(HYPER_COLUMNS))
+    return metrics, table
+
