@@ -155,14 +155,15 @@ def test_train_grid_runs_as_a_batch(tmp_path, capsys):
     assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "0.02", "--wd", "0.01",
                  "0.02", "--max-batch", "3", "--mechanism", "vmap", "--out", str(out),
                  *TRAIN_TINY]) == 0
-    assert "4 runs finished, 0 diverged" in capsys.readouterr().out
-    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert "4 finished" in capsys.readouterr().out
+    assert json.loads((out / "thermosgd.json").read_text())["kind"] == "sweep"
+    runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
     assert runs == ["fixed-lr_lr0.01_wd0.01_seed0", "fixed-lr_lr0.01_wd0.02_seed0",
                     "fixed-lr_lr0.02_wd0.01_seed0", "fixed-lr_lr0.02_wd0.02_seed0"]
     for run in runs:
-        summary = json.loads((out / run / "summary.json").read_text())
+        summary = json.loads((out / "runs" / run / "summary.json").read_text())
         assert summary["status"] == "finished"
-        assert len(pd.read_parquet(out / run / "metrics.parquet")) == 3
+        assert len(pd.read_parquet(out / "runs" / run / "metrics.parquet")) == 3
     # the same command again: everything is read back, nothing retrained
     assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "0.02", "--wd", "0.01",
                  "0.02", "--out", str(out), *TRAIN_TINY]) == 0
@@ -175,3 +176,14 @@ def test_train_grid_bad_value_writes_nothing(tmp_path, capsys):
               "--out", str(out), "--no-progress"])
     assert exc.value.code == 2 and "learning rate" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_train_grid_is_a_sweep_that_analyses(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["train", "--protocol", "fixed-lr", "--lr", "0.05", "0.1", "0.2", "--wd",
+                 "0.01", "0.02", "0.04", "--out", str(out), *TRAIN_TINY]) == 0
+    assert main(["sweep", "status", str(out)]) == 0
+    assert "finished        9" in capsys.readouterr().out
+    assert main(["analyze", str(out), "--bootstrap", "0"]) == 0
+    assert "9 configurations analysed" in capsys.readouterr().out
+    assert (out / "analysis.json").is_file()

@@ -59,3 +59,18 @@ def test_a_fresh_run_follows_the_pinned_trajectory(tmp_path, one_thread, capsys)
     pinned = pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "metrics.parquet"), pinned,
                                   check_exact=True)
+
+
+def test_a_0_1_train_grid_reads_as_a_sweep(tmp_path, capsys):
+    """`thermosgd train` 0.1 wrote grids of kind "train-grid" with the runs at the top level:
+    they read as sweeps (status, collect), the definition rebuilt from the runs' configs."""
+    from thermosgd import sweeps
+
+    grid = _copy("train_grid", tmp_path)
+    spec, scale = sweeps.read_sweep_dir(grid)
+    assert (spec.protocol, spec.learning_rates, spec.weight_decays, scale) == (
+        "fixed-lr", (0.1, 0.2), (0.04,), 1.0)
+    assert sweeps.status(grid)["finished"] == ["fixed-lr_lr0.1_wd0.04_seed0",
+                                               "fixed-lr_lr0.2_wd0.04_seed0"]
+    assert main(["collect", str(grid)]) == 0
+    assert len(pd.read_csv(grid / "stationary.csv")) == 2

@@ -58,14 +58,14 @@ def test_presets_follow_table_3(name, runs, iterations, queue):
 
 def test_preset_grids_are_the_papers_values():
     lr = sweep.PRESETS["resnet18-cifar10-fixed-lr"]
-    np.testing.assert_allclose(lr.rates, 10.0 ** (-3 + np.arange(19) / 6), rtol=1e-6)
-    np.testing.assert_allclose(lr.seconds, 10.0 ** (-3 + np.arange(5) / 2), rtol=1e-6)
+    np.testing.assert_allclose(lr.learning_rates, 10.0 ** (-3 + np.arange(19) / 6), rtol=1e-6)
+    np.testing.assert_allclose(lr.weight_decays, 10.0 ** (-3 + np.arange(5) / 2), rtol=1e-6)
     c100 = sweep.PRESETS["convnet-cifar100-fixed-lr"]
-    assert c100.width == 16 and c100.seconds[0] == pytest.approx(1e-2)
-    np.testing.assert_allclose(sweep.PRESETS["convnet-cifar10-fixed-sphere"].seconds,
+    assert c100.width == 16 and c100.weight_decays[0] == pytest.approx(1e-2)
+    np.testing.assert_allclose(sweep.PRESETS["convnet-cifar10-fixed-sphere"].radii,
                                [0.25, 0.5, 1, 2, 4])
     elr = sweep.PRESETS["convnet-cifar10-fixed-elr"]
-    np.testing.assert_allclose(elr.rates, 10.0 ** (-4 + np.arange(13) / 6), rtol=1e-6)
+    np.testing.assert_allclose(elr.learning_rates, 10.0 ** (-4 + np.arange(13) / 6), rtol=1e-6)
 
 
 def test_scale_shrinks_the_run_and_keeps_the_schedule_shape():
@@ -84,7 +84,7 @@ def test_toml_grid_and_its_errors(tmp_path, tiny):
     ranged = tmp_path / "ranged.toml"
     ranged.write_text('protocol = "fixed-sphere"\nlearning_rates = {from = 0.01, to = 1, num = 3}'
                       '\nradii = [1, 2]\n')
-    np.testing.assert_allclose(sweep.load_sweep(str(ranged)).rates, [0.01, 0.1, 1.0])
+    np.testing.assert_allclose(sweep.load_sweep(str(ranged)).learning_rates, [0.01, 0.1, 1.0])
     bad = tmp_path / "bad.toml"
     bad.write_text('protocol = "fixed-lr"\nlearning_rates = [0.1, -0.2]\nweight_decays = [0.01]\n')
     with pytest.raises(ValueError, match=r"grid point \(-0.2, 0.01\).*positive"):

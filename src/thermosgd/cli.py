@@ -234,118 +234,95 @@ def _prepare(args):
     return job
 
 
+_TRAIN_FIELDS = ("samples_per_class", "image_size", "label_noise", "batch_size", "init_seed",
+                 "head_seed", "bn_eps", "queue_every", "log_every", "log_linear_until",
+                 "log_points", "stationary_logs", "measure_passes")
+
+
 def _prepare_train(args, progress):
-    import itertools
+    """One configuration: a run directory. Several (--lr, --wd or --radius, --seed with more
+    than one value): a sweep directory, trained as one batch."""
+    from thermosgd import sweeps
+    from thermosgd.nn import config as nn_config
+
+    _check_run_options(args)
+    size = len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
+    if size == 1:
+        from thermosgd.nn import trainer
+
+        config = nn_config.TrainConfig(
+            protocol=args.protocol, model=args.model, width=args.width, dataset=args.dataset,
+            data=args.data, learning_rate=args.lr[0],
+            weight_decay=args.wd[0] if args.wd else None,
+            radius=args.radius[0] if args.radius else None, seed=args.seed[0],
+            iterations=args.iterations, queue_size=args.queue_size, device=args.device,
+            **{name: getattr(args, name) for name in _TRAIN_FIELDS})
+        trainer.prepare(config, args.out)
+        data = nn_config.load_data(config, nn_config.resolve_device(config.device))
+
+        def job():
+            result = trainer.train(config, args.out, dataset=data, progress=progress,
+                                   checkpoint_every=args.checkpoint_every)
+            if result.summary["status"] == "diverged":
+                return f"diverged at iteration {result.summary['diverged_at']}; wrote {args.out}"
+            return f"finished {result.summary['iterations_done']} iterations; wrote {args.out}"
+        return job
     from pathlib import Path
 
-    from thermosgd.nn import trainer
-    from thermosgd.results import io as _io
+    spec = sweeps.sweep_from_options(
+        name=Path(args.out).name, protocol=args.protocol, model=args.model, width=args.width,
+        dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
+        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seed,
+        train={name: getattr(args, name) for name in _TRAIN_FIELDS
+               if getattr(args, name) is not None},
+        where="the command line")
+    return _local_sweep_job(args, spec, progress, max_batch=args.max_batch or spec.size)
 
-    names = ("model", "width", "dataset", "data", "samples_per_class", "image_size",
-             "label_noise", "protocol",
-             "iterations", "batch_size", "init_seed", "head_seed", "bn_eps", "queue_size",
-             "queue_every", "log_every", "log_linear_until", "log_points", "stationary_logs",
-             "measure_passes", "device")
-    shared = {n: getattr(args, n) for n in names}
-    configs = [trainer.TrainConfig(learning_rate=lr, weight_decay=wd, radius=r, seed=seed,
-                                   **shared)
-               for lr, wd, r, seed in itertools.product(args.lr, args.wd or [None],
-                                                        args.radius or [None], args.seed)]
-    if not args.checkpoint_every >= 0:
-        raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
+
+def _check_run_options(args):
     if args.max_batch is not None and args.max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if len(configs) == 1:
-        outs = [Path(args.out)]
-    else:
-        _io.check_output_dir(args.out, GRID_KIND)
-        from thermosgd.sweeps import run_name
+    if not args.checkpoint_every >= 0:
+        raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
 
-        outs = [Path(args.out) / run_name(c) for c in configs]
-    for config, out in zip(configs, outs):
-        trainer.prepare(config, out)
-    device = trainer.resolve_device(configs[0].device)
-    data = trainer.load_data(configs[0], device)  # a missing or bad archive fails here, unwritten
+
+def _local_sweep_job(args, spec, progress, *, max_batch):
+    """Check everything and load the data (bad input exits 2, nothing written); the job trains."""
+    from thermosgd import sweeps
+
+    data = sweeps.check_local(spec, args.out, data=args.data, scale=getattr(args, "scale", 1.0),
+                              device=args.device, max_batch=max_batch)
 
     def job():
-        if len(configs) == 1:
-            results = [trainer.train(configs[0], outs[0], dataset=data, progress=progress,
-                                     checkpoint_every=args.checkpoint_every)]
-        else:
-            from thermosgd.nn.batched import train_batched
-
-            _io.claim_output_dir(args.out, GRID_KIND, {"runs": [o.name for o in outs]})
-            results = train_batched(configs, outs, dataset=data, progress=progress,
-                                    checkpoint_every=args.checkpoint_every,
-                                    max_batch=args.max_batch, mechanism=args.mechanism)
-        diverged = [r for r in results if r.summary["status"] == "diverged"]
-        if len(results) == 1 and diverged:
-            return f"diverged at iteration {diverged[0].summary['diverged_at']}; wrote {args.out}"
-        if len(results) == 1:
-            return f"finished {results[0].summary['iterations_done']} iterations; wrote {args.out}"
-        return (f"{len(results) - len(diverged)} runs finished, {len(diverged)} diverged; "
-                f"wrote {len(results)} run directories under {args.out}")
-
+        results = sweeps.run_local(spec, args.out, dataset=data, scale=getattr(args, "scale", 1.0),
+                                   device=args.device, max_batch=max_batch, progress=progress,
+                                   checkpoint_every=args.checkpoint_every,
+                                   mechanism=args.mechanism)
+        return sweeps.describe_results(args.out, results)
     return job
 
 
-GRID_KIND = "train-grid"  # manifest kind of a directory holding one run per configuration
-
-
-def _sweep_from_args(args):
-    from dataclasses import replace
-
-    from thermosgd import sweeps as sweep
-
-    overrides = {k: getattr(args, a) for k, a in (
-        ("protocol", "protocol"), ("model", "model"), ("width", "width"), ("dataset", "dataset"),
-        ("iterations", "iterations"), ("queue_size", "queue_size"), ("rates", "lr"),
-        ("seeds", "seeds")) if getattr(args, a) is not None}
-    if args.wd is not None and args.radius is not None:
-        raise ValueError("give --wd (fixed-lr, fixed-elr) or --radius (fixed-sphere), not both")
-    second = args.radius if args.radius is not None else args.wd
-    if args.spec is None:
-        if args.protocol is None or args.lr is None or second is None:
-            raise ValueError("give a preset or .toml file, or a grid: --protocol, --lr and --wd "
-                             "(or --radius for fixed-sphere)")
-        key = "radii" if args.protocol == "fixed-sphere" else "weight_decays"
-        table = {"protocol": args.protocol, "learning_rates": args.lr, key: second,
-                 **{k: v for k, v in overrides.items() if k not in ("protocol", "rates")}}
-        return sweep.sweep_from_dict(table, where="command line")
-    base = sweep.load_sweep(args.spec)
-    if second is not None:
-        overrides["seconds"] = tuple(second)
-    return replace(base, **overrides) if overrides else base
-
-
 def _prepare_sweep(args, progress):
-    from thermosgd import sweeps as sweep
+    from thermosgd import sweeps
 
     if args.command == "collect":
-        sweep.read_sweep_dir(args.dir)
+        sweeps.read_sweep_dir(args.dir)
 
         def collect_job():
-            _, table = sweep.collect(args.dir)
+            _, table = sweeps.collect(args.dir)
             return f"wrote {args.dir}/metrics.parquet and {args.dir}/stationary.csv " \
                    f"({len(table)} configurations)"
         return collect_job
     if args.sweep_command == "list":
-        return lambda: _preset_table(sweep.PRESETS)
+        return sweeps.describe_presets
     if args.sweep_command == "status":
-        sweep.read_sweep_dir(args.dir)
-
-        def status_job():
-            states = sweep.status(args.dir)
-            lines = [f"{args.dir}: {sum(map(len, states.values()))} configurations"]
-            lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
-            lines += [f"  running: {name}" for name in states["running"]]
-            return "\n".join(lines)
-        return status_job
-    spec = _sweep_from_args(args)
-    if args.max_batch is not None and args.max_batch < 1:
-        raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.checkpoint_every >= 0:
-        raise ValueError(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
+        sweeps.read_sweep_dir(args.dir)
+        return lambda: sweeps.describe_status(args.dir)
+    spec = sweeps.sweep_from_options(
+        args.spec, protocol=args.protocol, model=args.model, width=args.width,
+        dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
+        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds)
+    _check_run_options(args)
     options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
                "progress": progress, "checkpoint_every": args.checkpoint_every,
                "mechanism": args.mechanism}
@@ -354,25 +331,16 @@ def _prepare_sweep(args, progress):
 
         if args.address is not None:
             check_address(args.address)
-        sweep.plan(spec, args.out, data=args.data, scale=args.scale, device="cpu", max_batch=1)
+        sweeps.plan(spec, args.out, data=args.data, scale=args.scale, device="cpu", max_batch=1)
 
         def ray_job():
-            return _sweep_summary(args.out, run_ray(spec, args.out, address=args.address,
-                                                    cpus_per_task=args.cpus_per_task, **options))
+            return sweeps.describe_results(args.out, run_ray(
+                spec, args.out, address=args.address, cpus_per_task=args.cpus_per_task,
+                **options))
         return ray_job
     if args.address is not None:
         raise ValueError("--address is for --executor ray")
-    from thermosgd.nn.config import load_data, resolve_device
-
-    sweep.plan(spec, args.out, data=args.data, scale=args.scale, device=args.device,
-               max_batch=args.max_batch)
-    configs = spec.configs(data=args.data, scale=args.scale, device=args.device)
-    data = load_data(configs[0], resolve_device(args.device))  # a bad archive fails unwritten
-
-    def local_job():
-        return _sweep_summary(args.out, sweep.run_local(spec, args.out, dataset=data,
-                                                        device=args.device, **options))
-    return local_job
+    return _local_sweep_job(args, spec, progress, max_batch=args.max_batch)
 
 
 def _prepare_results(args):
@@ -396,28 +364,6 @@ def _prepare_results(args):
         return "\n".join(results.summary_lines(analysed) +
                          ["wrote " + ", ".join(str(p) for p in written)])
     return analyze_job
-
-
-def _sweep_summary(out, results: dict) -> str:
-    counts: dict[str, int] = {}
-    for result in results.values():
-        counts[result["status"]] = counts.get(result["status"], 0) + 1
-    resumed = sum(1 for r in results.values() if r.get("resumed_from"))
-    text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
-    return (f"{text}; {resumed} resumed from checkpoints; wrote {out} "
-            "(`thermosgd sweep status` and `thermosgd collect` read it)")
-
-
-def _preset_table(presets) -> str:
-    lines = [f"{'preset':<34}{'runs':>6}{'iterations':>12}{'N':>6}  grid"]
-    for name, p in presets.items():
-        second = "r" if p.protocol == "fixed-sphere" else "lambda"
-        rate = "eta" if p.protocol == "fixed-lr" else "eta_eff"
-        lines.append(f"{name:<34}{p.size:>6}{p.iterations:>12.3g}{p.queue_size:>6}  "
-                     f"{len(p.rates)} {rate} in [{min(p.rates):.3g}, {max(p.rates):.3g}] x "
-                     f"{len(p.seconds)} {second} in [{min(p.seconds):.3g}, {max(p.seconds):.3g}]"
-                     f"; {p.description}")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from thermosgd._version import __version__
-from thermosgd.results.schema import MANIFEST, SCHEMA_VERSION
+from thermosgd.results.schema import MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
 
 
 
@@ -33,14 +33,33 @@ def provenance() -> dict:
     return {"package_version": __version__, "git_revision": git_revision()}
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc), else by the
+    set-and-restore idiom."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file.
+
+    The file gets the mode a plain ``open()`` would give it under the user's umask (mkstemp's
+    temporary files are 0600, which would lock every other user of a shared file system out).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,15 +98,34 @@ def check_output_dir(path: Path, kind: str) -> None:
             f"output directory {path} is not empty and was not written by thermosgd; "
             "choose a new or empty directory"
         )
-    try:
-        found = json.loads(manifest.read_text()).get("kind")
-    except (OSError, json.JSONDecodeError):
-        found = None
+    found = read_manifest(path)["kind"]
     if found != kind:
         raise ValueError(
             f"output directory {path} holds a thermosgd {found!r} output, not {kind!r}; "
             "choose another directory"
         )
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest of the result directory ``path`` (None when it has none), with its
+    ``schema`` version filled in (0.1 wrote none). Raises ValueError for a damaged manifest or
+    a schema version this thermosgd cannot read."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{manifest} is damaged ({err}); restore it, or move the directory "
+                         "aside and run again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        raise ValueError(f"{manifest} is damaged (no result kind in it); restore it, or move "
+                         "the directory aside and run again")
+    schema = str(record.get("schema", "0.1"))
+    if schema not in READABLE_SCHEMAS:
+        raise ValueError(f"{path} was written with result schema {schema}; this thermosgd "
+                         f"reads schemas {', '.join(READABLE_SCHEMAS)}: upgrade thermosgd")
+    return record | {"schema": schema}
 
 
 def claim_output_dir(path: Path, kind: str, config: dict) -> None:

@@ -7,9 +7,10 @@ Every result directory holds a manifest ``thermosgd.json`` with its ``kind`` and
 
 from __future__ import annotations
 
-__all__ = ["MANIFEST", "METRIC_COLUMNS", "SCHEMA_VERSION"]
+__all__ = ["MANIFEST", "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = "0.2"
+READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
 MANIFEST = "thermosgd.json"  # marks a directory as written by thermosgd
 
 # One row per log point of a network run (metrics.parquet), in this order; runs also carry the

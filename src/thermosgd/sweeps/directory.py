@@ -17,10 +17,11 @@ from filelock import FileLock, Timeout
 from thermosgd.results import io as _io
 from thermosgd.sweeps.grid import Sweep
 
-__all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_name", "run_state",
-           "status"]
+__all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "run_name",
+           "run_state", "status"]
 
 KIND = "sweep"  # manifest kind of a sweep directory
+LEGACY_GRID_KIND = "train-grid"  # thermosgd 0.1's `train` grids, read as sweeps
 STATES = ("finished", "diverged", "running", "interrupted", "pending")
 # the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
 HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
@@ -33,6 +34,14 @@ def run_name(config) -> str:
     return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
 
 
+def run_dir(out: Path, name: str) -> Path:
+    """Where run ``name`` of the sweep in ``out`` lives: ``runs/<name>``, or ``<name>`` itself
+    in a grid written by ``thermosgd train`` 0.1 (kind "train-grid")."""
+    out = Path(out)
+    legacy = out / name
+    return legacy if legacy.is_dir() and not (out / "runs").is_dir() else out / "runs" / name
+
+
 def _definition(sweep: Sweep, scale: float) -> dict:
     return {"sweep": sweep.to_dict(), "scale": scale}
 
@@ -40,15 +49,18 @@ def _definition(sweep: Sweep, scale: float) -> dict:
 def open_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
     """Refuse a directory that is not this sweep's (before anything is written)."""
     out = Path(out)
-    _io.check_output_dir(out, KIND)
-    manifest = out / _io.MANIFEST
-    if manifest.is_file():
-        found = json.loads(manifest.read_text())["config"]
-        if found != json.loads(json.dumps(_definition(sweep, scale))):
-            name, fscale = found["sweep"]["name"], found["scale"]
-            raise ValueError(f"{out} holds the sweep {name!r} (scale {fscale:g}), not "
-                             f"{sweep.name!r} (scale {scale:g}) or a different grid; choose "
-                             "another --out")
+    record = _io.read_manifest(out) if out.is_dir() else None
+    if record is not None and record["kind"] == LEGACY_GRID_KIND:
+        found, fscale = _legacy_grid(out, record), 1.0
+    else:
+        _io.check_output_dir(out, KIND)
+        if record is None:
+            return
+        found, fscale = Sweep.from_dict(record["config"]["sweep"]), record["config"]["scale"]
+    if found != sweep or fscale != scale:
+        raise ValueError(f"{out} holds the sweep {found.name!r} (scale {fscale:g}), not "
+                         f"{sweep.name!r} (scale {scale:g}) or a different grid; choose "
+                         "another --out")
 
 
 def claim_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
@@ -57,16 +69,44 @@ def claim_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
 
 
 def read_sweep_dir(out: Path) -> tuple[Sweep, float]:
-    manifest = Path(out) / _io.MANIFEST
-    try:
-        record = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        record = {}
-    if record.get("kind") != KIND:
+    """The sweep's definition and scale, read from its manifest (any readable schema)."""
+    out = Path(out)
+    record = _io.read_manifest(out) if out.is_dir() else None
+    if record is not None and record["kind"] == LEGACY_GRID_KIND:
+        return _legacy_grid(out, record), 1.0
+    if record is None or record["kind"] != KIND:
         raise ValueError(f"{out} is not a sweep directory (no thermosgd.json of kind 'sweep'); "
                          "give the --out of `thermosgd sweep run`")
-    definition = record["config"]["sweep"]
-    return Sweep(**definition), float(record["config"]["scale"])
+    return Sweep.from_dict(record["config"]["sweep"]), float(record["config"]["scale"])
+
+
+def _legacy_grid(out: Path, record: dict) -> Sweep:
+    """The sweep a grid trained by ``thermosgd train`` 0.1 was: its runs' own configurations
+    (they share everything but the learning rate, the second hyperparameter and the seed)."""
+    from thermosgd.nn.config import TrainConfig
+
+    configs = []
+    for name in record["config"]["runs"]:
+        try:
+            stored = json.loads((out / name / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{out / name / 'config.json'} cannot be read ({err}); the grid "
+                             "needs every run's configuration") from None
+        known = {f for f in TrainConfig.__dataclass_fields__}
+        configs.append(TrainConfig(**{k: v for k, v in stored.items() if k in known}))
+    first = configs[0]
+    own = {"protocol", "model", "width", "dataset", "data", "iterations", "queue_size",
+           "learning_rate", "weight_decay", "radius", "seed", "device"}
+    train = {k: v for k, v in first.to_dict().items() if k not in own}
+    axis = "radii" if first.protocol == "fixed-sphere" else "weight_decays"
+    second = "radius" if first.protocol == "fixed-sphere" else "weight_decay"
+    return Sweep(name=out.name, protocol=first.protocol, model=first.model, width=first.width,
+                 dataset=first.dataset, iterations=first.iterations,
+                 queue_size=first.queue_size,
+                 learning_rates=tuple(dict.fromkeys(c.learning_rate for c in configs)),
+                 **{axis: tuple(dict.fromkeys(getattr(c, second) for c in configs))},
+                 seeds=tuple(dict.fromkeys(c.seed for c in configs)), train=train,
+                 description="a grid trained by `thermosgd train` (thermosgd 0.1)")
 
 
 def _lock(out: Path, name: str) -> FileLock:
@@ -77,7 +117,7 @@ def _lock(out: Path, name: str) -> FileLock:
 def run_state(out: Path, name: str) -> str:
     """finished, diverged, running (locked by a live worker), interrupted (a checkpoint, no
     worker) or pending."""
-    run = Path(out) / "runs" / name
+    run = run_dir(out, name)
     summary = run / "summary.json"
     if summary.is_file():
         found = json.loads(summary.read_text()).get("status")
@@ -131,7 +171,7 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                  "sphere_radius": config.radius, "seed": config.seed}
         state = run_state(out, name)
         row = hyper | {"status": state}
-        run = out / "runs" / name
+        run = run_dir(out, name)
         if state in ("finished", "diverged"):
             summary = json.loads((run / "summary.json").read_text())
             row |= {"iterations_done": summary["iterations_done"],
@@ -147,3 +187,12 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         columns=list(HYPER_COLUMNS))
     return metrics, table
 
+
+
+def describe_status(out) -> str:
+    """The sweep's runs counted by state, and the names of those running."""
+    states = status(out)
+    lines = [f"{out}: {sum(map(len, states.values()))} configurations"]
+    lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
+    lines += [f"  running: {name}" for name in states["running"]]
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # the same parser, as a package before Python 3.11
     import tomli as tomllib
 
-__all__ = ["PRESETS", "Sweep", "load_sweep", "sweep_from_dict"]
+__all__ = ["PRESETS", "Sweep", "describe_presets", "load_sweep", "sweep_from_dict",
+           "sweep_from_options"]
 
 
 def _log_grid(start: float, step: float, count: int) -> tuple[float, ...]:
@@ -30,25 +31,32 @@ def _log_grid(start: float, step: float, count: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class Sweep:
-    """One protocol, architecture and dataset over rates x seconds x seeds."""
+    """One protocol, architecture and dataset over learning rates x (weight decays or sphere
+    radii) x seeds. Fixed LR and fixed ELR take ``weight_decays``, the fixed sphere ``radii``."""
 
-    name: str  # preset name or the TOML file's stem
+    name: str  # preset name, the TOML file's stem, or the output folder's name
     protocol: str  # "fixed-lr", "fixed-elr" or "fixed-sphere"
     model: str  # "convnet" or "resnet18"
     width: int  # k, width multiplier
     dataset: str  # "cifar10", "cifar100" or "digits"
     iterations: int  # SGD steps per run
     queue_size: int  # N, weight snapshots for the entropy
-    rates: tuple[float, ...]  # eta (fixed LR) or eta_eff (fixed ELR, fixed sphere)
-    seconds: tuple[float, ...]  # lambda (fixed LR, fixed ELR) or r (fixed sphere)
+    learning_rates: tuple[float, ...]  # eta (fixed LR) or eta_eff (fixed ELR, fixed sphere)
+    weight_decays: tuple[float, ...] = ()  # lambda, the pressure (fixed LR, fixed ELR)
+    radii: tuple[float, ...] = ()  # r, the sphere's radius (fixed sphere)
     seeds: tuple[int, ...] = (0,)  # mini-batch streams
     train: dict = field(default_factory=dict)  # any other TrainConfig field, e.g. log_every
     description: str = ""
 
     def __post_init__(self):
-        for axis in ("rates", "seconds", "seeds"):
-            values = tuple(getattr(self, axis))
-            object.__setattr__(self, axis, values)
+        for axis in ("learning_rates", "weight_decays", "radii", "seeds"):
+            object.__setattr__(self, axis, tuple(getattr(self, axis)))
+        sphere = self.protocol == "fixed-sphere"
+        own, other = ("radii", "weight_decays") if sphere else ("weight_decays", "radii")
+        if getattr(self, other):
+            raise ValueError(f"sweep {self.name!r}: {self.protocol} takes {own}, not {other}")
+        for axis in ("learning_rates", own, "seeds"):
+            values = getattr(self, axis)
             if not values:
                 raise ValueError(f"sweep {self.name!r}: the {axis} grid is empty")
             if len(set(values)) != len(values):
@@ -60,29 +68,42 @@ class Sweep:
         if unknown:
             raise ValueError(f"sweep {self.name!r}: unknown training option(s) "
                              f"{', '.join(sorted(unknown))}; choose from {', '.join(sorted(allowed))}")
-        for rate in self.rates:  # every grid value goes through TrainConfig's checks
-            for second in self.seconds:
-                self._config(rate, second, self.seeds[0], data=None, scale=1.0, device="cpu",
+        for rate in self.learning_rates:  # every grid value goes through TrainConfig's checks
+            for value in self.pressures_or_radii:
+                self._config(rate, value, self.seeds[0], data=None, scale=1.0, device="cpu",
                              check_data=False)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Sweep":
+        """A definition as :meth:`to_dict` writes it; thermosgd 0.1's spelling (``rates`` and
+        ``seconds`` for the two axes) is read too."""
+        record = dict(record)
+        if "rates" in record:  # schema 0.1
+            record["learning_rates"] = record.pop("rates")
+            key = "radii" if record.get("protocol") == "fixed-sphere" else "weight_decays"
+            record[key] = record.pop("seconds")
+        return cls(**record)
+
+    @property
+    def pressures_or_radii(self) -> tuple[float, ...]:
+        """The grid's second axis: the weight decays, or the sphere's radii."""
+        return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
     def size(self) -> int:
-        return len(self.rates) * len(self.seconds) * len(self.seeds)
-
-    @property
-    def second_name(self) -> str:
-        return "radius" if self.protocol == "fixed-sphere" else "weight_decay"
+        return len(self.learning_rates) * len(self.pressures_or_radii) * len(self.seeds)
 
     def configs(self, *, data: str | None = None, scale: float = 1.0, device: str = "auto"):
-        """The grid's TrainConfigs, rates outermost. ``scale`` multiplies the run length: the
-        iterations, the linear log spacing and the snapshot spacing (the shape of the log
-        schedule and the queue are kept), for trial runs."""
+        """The grid's TrainConfigs, learning rates outermost. ``scale`` multiplies the run
+        length: the iterations, the linear log spacing and the snapshot spacing (the shape of the
+        log schedule and the queue are kept), for trial runs."""
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"--scale must be positive, got {scale}")
         return [self._config(r, s, seed, data=data, scale=scale, device=device)
-                for r in self.rates for s in self.seconds for seed in self.seeds]
+                for r in self.learning_rates for s in self.pressures_or_radii
+                for seed in self.seeds]
 
-    def _config(self, rate, second, seed, *, data, scale, device, check_data=True):
+    def _config(self, rate, value, seed, *, data, scale, device, check_data=True):
         from thermosgd.nn.config import TrainConfig
 
         base = TrainConfig(protocol="fixed-lr", learning_rate=1.0, weight_decay=1.0)
@@ -96,14 +117,14 @@ class Sweep:
                     log_linear_until=scaled("log_linear_until", 0))
         if self.dataset != "digits" and not check_data:
             data = data or "unchecked"  # grid checks only; the real path comes at run time
-        second_kw = {self.second_name: float(second)}
+        key = "radius" if self.protocol == "fixed-sphere" else "weight_decay"
         try:
             return TrainConfig(protocol=self.protocol, model=self.model, width=self.width,
                                dataset=self.dataset, data=data, queue_size=self.queue_size,
                                learning_rate=float(rate), seed=int(seed), device=device,
-                               **second_kw, **opts)
+                               **{key: float(value)}, **opts)
         except ValueError as err:
-            raise ValueError(f"sweep {self.name!r}, grid point ({rate:g}, {second:g}): {err}") \
+            raise ValueError(f"sweep {self.name!r}, grid point ({rate:g}, {value:g}): {err}") \
                 from None
 
     def to_dict(self) -> dict:
@@ -113,6 +134,10 @@ class Sweep:
 
 _OWN_FIELDS = ("protocol", "model", "width", "dataset", "data", "iterations", "queue_size",
                "learning_rate", "weight_decay", "radius", "seed", "device")
+
+def _second_axis(protocol: str) -> str:
+    return "radii" if protocol == "fixed-sphere" else "weight_decays"
+
 
 def _presets() -> dict[str, Sweep]:
     """Appendix F, Table 3: four setups x three protocols; appendix H; small CPU grids."""
@@ -131,17 +156,18 @@ def _presets() -> dict[str, Sweep]:
     for setup, (model, k, dataset, iterations, n, wds) in setups.items():
         common = {"model": model, "width": k, "dataset": dataset, "iterations": iterations,
                   "queue_size": n}
-        for protocol, rates, seconds in (("fixed-lr", lr[model], wds),
+        for protocol, rates, second in (("fixed-lr", lr[model], wds),
                                          ("fixed-elr", elr[model], wds),
                                          ("fixed-sphere", elr[model], radii)):
             name = f"{setup}-{protocol}"
-            presets[name] = Sweep(name=name, protocol=protocol, rates=rates, seconds=seconds,
+            presets[name] = Sweep(name=name, protocol=protocol, learning_rates=rates,
+                                  **{_second_axis(protocol): second},
                                   description=f"paper, appendix F (Table 3): {setup}, {protocol}",
                                   **common)
     presets["resnet18x32-cifar10-overparam"] = Sweep(
         name="resnet18x32-cifar10-overparam", protocol="fixed-elr", model="resnet18", width=32,
-        dataset="cifar10", iterations=10**6, queue_size=500, rates=_log_grid(-4, 1 / 2, 5),
-        seconds=(1e-3,), description="paper, appendix H (Figure 13): k=32, lambda=1e-3; the "
+        dataset="cifar10", iterations=10**6, queue_size=500,
+        learning_rates=_log_grid(-4, 1 / 2, 5), weight_decays=(1e-3,), description="paper, appendix H (Figure 13): k=32, lambda=1e-3; the "
         "paper says 'several ELRs' without values, these five are ours")
     # CPU scale, not from the paper. On clean digits the ConvNet interpolates (loss -> 0, the
     # radius shrinks: appendix H's convergence regime), and from ||w|| = 1 fixed ELR diverges
@@ -152,12 +178,12 @@ def _presets() -> dict[str, Sweep]:
                                         "log_points": 60, "measure_passes": 2,
                                         "label_noise": 0.3}}
     elr_digits = (0.004, 0.006, 0.009, 0.0135, 0.02)
-    for protocol, rates, seconds in (("fixed-lr", (0.2, 0.4, 0.8, 1.6, 3.2), (0.004, 0.008, 0.016)),
+    for protocol, rates, second in (("fixed-lr", (0.2, 0.4, 0.8, 1.6, 3.2), (0.004, 0.008, 0.016)),
                                      ("fixed-elr", elr_digits, (0.003, 0.01, 0.03)),
                                      ("fixed-sphere", elr_digits, (1.0, 2.0, 4.0))):
         name = f"convnet-digits-{protocol}"
-        presets[name] = Sweep(name=name, protocol=protocol, rates=rates, seconds=seconds,
-                              description="CPU scale, not from the paper: scikit-learn's digits "
+        presets[name] = Sweep(name=name, protocol=protocol, learning_rates=rates,
+                              **{_second_axis(protocol): second}, description="CPU scale, not from the paper: scikit-learn's digits "
                               "with 30 % label noise, ConvNet k=4, 5 x 3 grid, 6000 steps", **cpu)
     return presets
 
@@ -206,8 +232,8 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
                  dataset=table.get("dataset", "digits"),
                  iterations=table.get("iterations", 10_000),
                  queue_size=table.get("queue_size", 1000),
-                 rates=_axis(table["learning_rates"], "learning_rates", where),
-                 seconds=_axis(table[second_key], second_key, where),
+                 learning_rates=_axis(table["learning_rates"], "learning_rates", where),
+                 **{second_key: _axis(table[second_key], second_key, where)},
                  seeds=tuple(table.get("seeds", (0,))), train=table.get("train", {}),
                  description=table.get("description", f"custom grid from {where}"))
 
@@ -223,3 +249,48 @@ def _axis(value, key, where) -> tuple[float, ...]:
         raise ValueError(f"{where}: {key} must be a list of numbers or {{from, to, num}}")
     return tuple(float(v) for v in value)
 
+
+
+def sweep_from_options(spec: str | None = None, *, name: str | None = None,
+                       where: str = "command line", **options) -> Sweep:
+    """A preset or TOML file (``spec``) with ``options`` overriding its fields, or, without
+    ``spec``, the grid the options give (``protocol``, ``learning_rates`` and ``weight_decays``
+    or ``radii``). Options left None are not given; ``train`` holds other TrainConfig fields."""
+    options = {k: v for k, v in options.items() if v is not None}
+    for axis in ("learning_rates", "weight_decays", "radii", "seeds"):
+        if axis in options:
+            options[axis] = tuple(options[axis])
+    if "weight_decays" in options and "radii" in options:
+        raise ValueError("give --wd (fixed-lr, fixed-elr) or --radius (fixed-sphere), not both")
+    if spec is None:
+        second = "radii" if options.get("protocol") == "fixed-sphere" else "weight_decays"
+        if not {"protocol", "learning_rates", second} <= set(options):
+            raise ValueError("give a preset or .toml file, or a grid: --protocol, --lr and --wd "
+                             "(or --radius for fixed-sphere)")
+        return sweep_from_dict({k: list(v) if isinstance(v, tuple) else v
+                                for k, v in options.items()} | {"name": name or "custom"},
+                               where=where)
+    base = load_sweep(spec)
+    protocol = options.pop("protocol", base.protocol)  # a new protocol keeps the second axis
+    second = (options.pop("weight_decays", None) or options.pop("radii", None)
+              or base.pressures_or_radii)
+    if "train" in options:
+        options["train"] = base.train | options["train"]
+    axes = {"weight_decays": (), "radii": ()} | {_second_axis(protocol): second}
+    return replace(base, protocol=protocol, **axes, **options,
+                   **({"name": name} if name else {}))
+
+
+def describe_presets(presets: dict[str, Sweep] | None = None) -> str:
+    """One line per preset: runs, iterations, queue, grid, source."""
+    presets = PRESETS if presets is None else presets
+    lines = [f"{'preset':<34}{'runs':>6}{'iterations':>12}{'N':>6}  grid"]
+    for key, p in presets.items():
+        second = "r" if p.protocol == "fixed-sphere" else "lambda"
+        rate = "eta" if p.protocol == "fixed-lr" else "eta_eff"
+        rates, others = p.learning_rates, p.pressures_or_radii
+        lines.append(f"{key:<34}{p.size:>6}{p.iterations:>12.3g}{p.queue_size:>6}  "
+                     f"{len(rates)} {rate} in [{min(rates):.3g}, {max(rates):.3g}] x "
+                     f"{len(others)} {second} in [{min(others):.3g}, {max(others):.3g}]"
+                     f"; {p.description}")
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from thermosgd.sweeps.directory import (
     _lock,
     claim_sweep_dir,
     open_sweep_dir,
+    run_dir,
     run_name,
     run_state,
 )
@@ -74,7 +75,7 @@ def plan(sweep: Sweep, out: Path, *, data: str | None, scale: float, device: str
     from thermosgd.nn.trainer import prepare
 
     for config in configs:
-        prepare(config, Path(out) / "runs" / run_name(config))
+        prepare(config, run_dir(out, run_name(config)))
     todo = [i for i, c in enumerate(configs)
             if run_state(out, run_name(c)) not in ("finished", "diverged")]
     from thermosgd.nn.config import resolve_device
@@ -113,10 +114,32 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
               dynamic_ncols=True) as bar:  # the sweep's bar; each run shows its own below
         for group in groups:
             results |= run_group([configs[i] for i in group],
-                                 [out / "runs" / run_name(configs[i]) for i in group],
+                                 [run_dir(out, run_name(configs[i])) for i in group],
                                  sweep_dir=out, dataset=dataset, max_batch=max_batch,
                                  progress=progress, checkpoint_every=checkpoint_every,
                                  mechanism=mechanism)
             bar.update(len(group))
     return results
 
+
+
+def check_local(sweep: Sweep, out: str | Path, *, data: str | None, scale: float = 1.0,
+                device: str = "auto", max_batch: int | None = None):
+    """Everything :func:`run_local` could refuse, checked before anything is written; returns
+    the loaded dataset (a missing or bad archive fails here). Raises ValueError."""
+    from thermosgd.nn.config import load_data, resolve_device
+
+    plan(sweep, Path(out), data=data, scale=scale, device=device, max_batch=max_batch)
+    configs = sweep.configs(data=data, scale=scale, device=device)
+    return load_data(configs[0], resolve_device(device))
+
+
+def describe_results(out, results: dict) -> str:
+    """One line on what a run of the sweep did: counts by status, resumptions, where."""
+    counts: dict[str, int] = {}
+    for result in results.values():
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+    resumed = sum(1 for r in results.values() if r.get("resumed_from"))
+    text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
+    return (f"{text}; {resumed} resumed from checkpoints; wrote {out} "
+            "(`thermosgd sweep status`, `thermosgd report` read it)")

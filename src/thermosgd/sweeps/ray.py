@@ -89,7 +89,7 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
         for k in range(0, len(todo), size):
             group = todo[k:k + size]
             ref = task.remote([configs[i].to_dict() for i in group],
-                              [str(out / "runs" / _dir.run_name(configs[i])) for i in group],
+                              [str(_dir.run_dir(out, _dir.run_name(configs[i]))) for i in group],
                               str(out), max_batch, checkpoint_every, mechanism, cpus_per_task)
             pending[ref] = group
         results = {}
