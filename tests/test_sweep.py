@@ -202,6 +202,7 @@ def _ray_workers():
     return found
 
 
+@pytest.mark.slow
 def test_ray_executor_survives_a_killed_worker(tmp_path, digits):
     """A real local Ray instance runs the 3 x 3 sweep (one task per configuration, one CPU
     each); one worker is killed with SIGKILL after its run wrote a checkpoint. Ray retries the
