@@ -24,24 +24,6 @@ def _check(norms, same, name, *, nonzero):
                          ": the entropy of a point mass is -inf")
 
 
-def _mean_log_jacobian(w):
-    """Mean over points of log J = sum_(j=1)^(d-2) (d-1-j) log sin theta_j (eq. 27), (..., N, d).
-
-    No trigonometry: sin^2 theta_j = S_(j+1) / S_j with S_j = sum_(i>=j) x_i^2, and the weighted
-    sum of 0.5 (log S_(j+1) - log S_j) telescopes to 0.5 sum_(k=2)^(d-1) log S_k
-    - 0.5 (d-2) log S_1 (any row scale cancels). NumPy or torch.
-    """
-    d = w.shape[-1]
-    if isinstance(w, torch.Tensor):
-        x = w.to(torch.float64)
-        s = torch.flip(torch.cumsum(torch.flip(x * x, [-1]), -1), [-1])
-        logj = 0.5 * torch.log(s[..., 1:-1]).sum(-1) - 0.5 * (d - 2) * torch.log(s[..., 0])
-        return logj.mean(-1)
-    x = np.asarray(w, dtype=np.float64)
-    s = np.cumsum((x * x)[..., ::-1], axis=-1)[..., ::-1]
-    return (0.5 * np.log(s[..., 1:-1]).sum(-1) - 0.5 * (d - 2) * np.log(s[..., 0])).mean(-1)
-
-
 def _householder(mean_dir, d):
     """v with H = I - 2 v v^T / (v^T v) mapping unit mean_dir (B, d) to e_(d-1); coef = 2 / v^T v.
 

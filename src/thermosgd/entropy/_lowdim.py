@@ -150,7 +150,8 @@ def _sphere_sweep(w, align):  # pragma: no cover - compiled
     Returns squared nearest-neighbour distances of the angles (B, N), mean log J (B,), mean
     squared distance of the angles to their mean (B,), mean norm (B,), and a status per set:
     0 ok, 1 non-finite values, 2 a zero vector, 3 all points identical. Same formulas as
-    :func:`to_spherical`, :func:`_mean_log_jacobian` and the Householder alignment.
+    :func:`to_spherical`, the telescoped log-Jacobian of the high-dimensional chart
+    (``_chart``) and the Householder alignment.
     """
     nb, n, d = w.shape
     d2 = np.zeros((nb, n))
