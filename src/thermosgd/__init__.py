@@ -13,7 +13,9 @@ from thermosgd._version import __version__
 
 # public name -> module that defines it
 _API = {
-    "theory": None,
+    "theory": None,  # a subpackage
+    "nn": None,
+    "sweeps": None,
     "Protocol": "thermosgd.protocols",
     "FixedSphere": "thermosgd.protocols",
     "FixedELR": "thermosgd.protocols",
