@@ -69,7 +69,7 @@ class Sweep:
             raise ValueError(f"sweep {self.name!r}: unknown training option(s) "
                              f"{', '.join(sorted(unknown))}; choose from {', '.join(sorted(allowed))}")
         for rate in self.learning_rates:  # every grid value goes through TrainConfig's checks
-            for value in self.pressures_or_radii:
+            for value in self.weight_decays_or_radii:
                 self._config(rate, value, self.seeds[0], data=None, scale=1.0, device="cpu",
                              check_data=False)
 
@@ -85,13 +85,13 @@ class Sweep:
         return cls(**record)
 
     @property
-    def pressures_or_radii(self) -> tuple[float, ...]:
+    def weight_decays_or_radii(self) -> tuple[float, ...]:
         """The grid's second axis: the weight decays, or the sphere's radii."""
         return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
     def size(self) -> int:
-        return len(self.learning_rates) * len(self.pressures_or_radii) * len(self.seeds)
+        return len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
 
     def configs(self, *, data: str | None = None, scale: float = 1.0, device: str = "auto"):
         """The grid's TrainConfigs, learning rates outermost. ``scale`` multiplies the run
@@ -100,7 +100,7 @@ class Sweep:
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"--scale must be positive, got {scale}")
         return [self._config(r, s, seed, data=data, scale=scale, device=device)
-                for r in self.learning_rates for s in self.pressures_or_radii
+                for r in self.learning_rates for s in self.weight_decays_or_radii
                 for seed in self.seeds]
 
     def _config(self, rate, value, seed, *, data, scale, device, check_data=True):
@@ -273,7 +273,7 @@ def sweep_from_options(spec: str | None = None, *, name: str | None = None,
     base = load_sweep(spec)
     protocol = options.pop("protocol", base.protocol)  # a new protocol keeps the second axis
     second = (options.pop("weight_decays", None) or options.pop("radii", None)
-              or base.pressures_or_radii)
+              or base.weight_decays_or_radii)
     if "train" in options:
         options["train"] = base.train | options["train"]
     axes = {"weight_decays": (), "radii": ()} | {_second_axis(protocol): second}
@@ -288,7 +288,7 @@ def describe_presets(presets: dict[str, Sweep] | None = None) -> str:
     for key, p in presets.items():
         second = "r" if p.protocol == "fixed-sphere" else "lambda"
         rate = "eta" if p.protocol == "fixed-lr" else "eta_eff"
-        rates, others = p.learning_rates, p.pressures_or_radii
+        rates, others = p.learning_rates, p.weight_decays_or_radii
         lines.append(f"{key:<34}{p.size:>6}{p.iterations:>12.3g}{p.queue_size:>6}  "
                      f"{len(rates)} {rate} in [{min(rates):.3g}, {max(rates):.3g}] x "
                      f"{len(others)} {second} in [{min(others):.3g}, {max(others):.3g}]"
