@@ -249,3 +249,31 @@ def test_ray_executor_survives_a_killed_worker(tmp_path, digits):
         torch.set_num_threads(threads)
     _, local_table = sweep.collect(tmp_path / "local")
     pd.testing.assert_frame_equal(ray_table, local_table)
+
+
+def test_cpu_workers_train_in_parallel_processes_like_one_thread_runs(tmp_path, tiny, digits):
+    """Two worker processes of one thread each give every configuration the metrics it gets
+    when trained alone with one thread, bit for bit."""
+    spec = sweep.sweep_from_options(str(tiny), learning_rates=[0.1, 0.2], weight_decays=[0.02])
+    parallel = sweep.run_local(spec, tmp_path / "parallel", device="cpu", progress=False,
+                               workers=2)
+    assert {r["status"] for r in parallel.values()} == {"finished"} and len(parallel) == 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sweep.run_local(spec, tmp_path / "alone", dataset=digits, device="cpu", progress=False,
+                        workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    for name in parallel:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "parallel" / "runs" / name / "metrics.parquet"),
+            pd.read_parquet(tmp_path / "alone" / "runs" / name / "metrics.parquet"),
+            check_exact=True)
+
+
+def test_workers_must_be_positive(tmp_path, tiny, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "run", str(tiny), "--out", str(tmp_path / "x"), "--workers", "0"])
+    assert exc.value.code == 2 and "--workers must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

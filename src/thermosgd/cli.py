@@ -98,6 +98,9 @@ def _add_sweep_parsers(sub):
                           "8 GiB of entropy queues)")
     run.add_argument("--mechanism", choices=("auto", "loop", "vmap"), default="auto")
     run.add_argument("--device", default="auto", help="local executor: cpu, cuda, cuda:N, auto")
+    run.add_argument("--workers", type=int, default=None,
+                     help="local executor on a CPU: processes training at once, one thread "
+                          "each (default: one per usable core)")
     run.add_argument("--cpus-per-task", type=int, default=1, help="Ray tasks on CPU nodes")
     run.add_argument("--checkpoint-every", type=float, default=600.0,
                      help="seconds between checkpoints, taken at log points (default 600)")
@@ -297,7 +300,7 @@ def _local_sweep_job(args, spec, progress, *, max_batch):
         results = sweeps.run_local(spec, args.out, dataset=data, scale=getattr(args, "scale", 1.0),
                                    device=args.device, max_batch=max_batch, progress=progress,
                                    checkpoint_every=args.checkpoint_every,
-                                   mechanism=args.mechanism)
+                                   mechanism=args.mechanism, workers=getattr(args, "workers", None))
         return sweeps.describe_results(args.out, results)
     return job
 
@@ -340,6 +343,8 @@ def _prepare_sweep(args, progress):
         return ray_job
     if args.address is not None:
         raise ValueError("--address is for --executor ray")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     return _local_sweep_job(args, spec, progress, max_batch=args.max_batch)
 
 

@@ -6,6 +6,7 @@ checkpoints; every file is written atomically.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from filelock import Timeout
@@ -98,29 +99,92 @@ def default_batch(config, *, on_gpu: bool) -> int:
 def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset=None,
               scale: float = 1.0, device: str = "auto", max_batch: int | None = None,
               progress: bool = True, checkpoint_every: float = 600.0,
-              mechanism: str = "auto") -> dict[str, dict]:
-    """Train every configuration of ``sweep`` not yet done, group after group, on this machine
-    (``dataset``: already loaded data, else read from ``data``). Returns {run name: result}."""
+              mechanism: str = "auto", workers: int | None = None) -> dict[str, dict]:
+    """Train every configuration of ``sweep`` not yet done on this machine (``dataset``:
+    already loaded data, else read from ``data``). Returns {run name: result}.
+
+    On a CPU the groups run in ``workers`` processes at once (default: one per usable core),
+    each with one torch thread: small networks use two one-thread processes far better than one
+    two-thread process, and a one-thread run's trajectory does not depend on the machine's core
+    count. ``workers=1``, or a GPU, trains group after group in this process."""
     out = Path(out)
     groups = plan(sweep, out, data=data, scale=scale, device=device, max_batch=max_batch)
     configs = sweep.configs(data=data, scale=scale, device=device)
     from thermosgd.nn.config import load_data, resolve_device
 
-    if dataset is None and groups:
+    workers = _worker_count(workers, resolve_device(device).type, len(groups))
+    if dataset is None and groups and workers == 1:
         dataset = load_data(configs[0], resolve_device(device))
     claim_sweep_dir(out, sweep, scale)
+    jobs = [([configs[i] for i in group], [run_dir(out, run_name(configs[i])) for i in group])
+            for group in groups]
+    options = {"max_batch": max_batch, "checkpoint_every": checkpoint_every,
+               "mechanism": mechanism}
     results = {}
     with tqdm(total=sum(map(len, groups)), unit="run", desc=sweep.name, disable=not progress,
-              dynamic_ncols=True) as bar:  # the sweep's bar; each run shows its own below
-        for group in groups:
-            results |= run_group([configs[i] for i in group],
-                                 [run_dir(out, run_name(configs[i])) for i in group],
-                                 sweep_dir=out, dataset=dataset, max_batch=max_batch,
-                                 progress=progress, checkpoint_every=checkpoint_every,
-                                 mechanism=mechanism)
-            bar.update(len(group))
+              dynamic_ncols=True) as bar:  # the sweep's bar; a single process adds each run's
+        if workers == 1:
+            for group_configs, outs in jobs:
+                results |= run_group(group_configs, outs, sweep_dir=out, dataset=dataset,
+                                     progress=progress, **options)
+                bar.update(len(outs))
+            return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: a forked child inherits the parent's OpenMP state, which hangs
+        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = {pool.submit(_group_task, [c.to_dict() for c in group_configs],
+                                   [str(o) for o in outs], str(out), options): outs
+                       for group_configs, outs in jobs}
+            for future in as_completed(pending):
+                try:
+                    results |= future.result()
+                except Exception as err:  # a worker that died: its runs resume next time
+                    first = (str(err).splitlines() or [type(err).__name__])[0]
+                    results |= {o.name: {"status": "failed", "error": first}
+                                for o in pending[future]}
+                bar.update(len(pending[future]))
     return results
 
+
+def _worker_count(workers: int | None, device_type: str, n_groups: int) -> int:
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if device_type != "cpu" or n_groups <= 1:
+        return 1
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            workers = os.cpu_count() or 1
+    return max(1, min(workers, n_groups))
+
+
+def _one_thread() -> None:
+    """A worker process's start: one torch thread (intra- and inter-op)."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+
+_DATA_CACHE: dict = {}  # a worker process loads each dataset once
+
+
+def _group_task(config_dicts, outs, sweep_dir, options) -> dict[str, dict]:
+    """One group of configurations in a worker process (see :func:`run_local`)."""
+    from thermosgd.nn.config import TrainConfig, load_data, resolve_device
+
+    configs = [TrainConfig(**c) for c in config_dicts]
+    first = configs[0]
+    key = (first.dataset, first.data, first.samples_per_class, first.image_size,
+           first.label_noise)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_data(first, resolve_device(first.device))
+    return run_group(configs, [Path(o) for o in outs], sweep_dir=Path(sweep_dir),
+                     dataset=_DATA_CACHE[key], progress=False, **options)
 
 
 def check_local(sweep: Sweep, out: str | Path, *, data: str | None, scale: float = 1.0,
