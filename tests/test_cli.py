@@ -33,8 +33,9 @@ def test_simulate_writes_table_checks_and_report(tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(out / "fixed-lr" / "stationary.csv"), table)
 
 
+@pytest.mark.slow
 def test_reproduce_isotropic_quick(tmp_path, capsys):
-    """The README's main job, end to end."""
+    """The README's main job, end to end: every judged check passes."""
     out = tmp_path / "iso"
     assert main(["reproduce", "isotropic", "--out", str(out), "--scale", "quick",
                  "--no-progress"]) == 0
@@ -45,6 +46,7 @@ def test_reproduce_isotropic_quick(tmp_path, capsys):
         assert (out / protocol / "figure.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "fixed-sphere/figure.png" in report
+    assert "22 of 22 judged checks pass" in report
     # V1 holds well inside the grid even at the quick scale
     assert checks["protocols"]["fixed-elr"]["V1"]["interior_median_rel_error"] < 0.05
 

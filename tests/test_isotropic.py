@@ -149,3 +149,22 @@ def test_config_rejects_bad_input(change, message):
 def test_sphere_config_rejects_weight_decay():
     with pytest.raises(ValueError, match="fixed-sphere has no weight decay"):
         dataclasses.replace(_small("fixed-sphere"), weight_decays=(0.1,))
+
+
+@pytest.mark.slow
+def test_the_first_run_says_it_compiles_and_the_second_uses_the_cache(tmp_path):
+    """numba's compiled kernels are cached on disk: a fresh cache prints one line before the
+    progress bar, the next process finds the cache and says nothing."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from thermosgd.isotropic import IsotropicConfig, simulate\n"
+            "simulate(IsotropicConfig(protocol='fixed-lr', learning_rates=(0.01,), "
+            "weight_decays=(0.01,), iterations=2000, queue_size=10, queue_every=50, "
+            "entropy_every=1000, stationary_logs=5), progress=True)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=600, check=True) for _ in range(2)]
+    assert "compiling kernels (first run only)" in runs[0].stderr
+    assert "compiling kernels" not in runs[1].stderr

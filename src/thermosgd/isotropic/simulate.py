@@ -17,6 +17,8 @@ which grid it is part of or on the number of threads.
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +27,7 @@ import pandas as pd
 from thermosgd import theory
 from thermosgd.entropy import sphere_entropy
 from thermosgd.isotropic import _rng
+from thermosgd.isotropic import _kernel as _kernel_module
 from thermosgd.isotropic._kernel import _advance
 from thermosgd.isotropic.config import IsotropicConfig
 from thermosgd.protocols import make_protocol
@@ -61,6 +64,19 @@ class IsotropicResult:
     entropy_sphere: np.ndarray  # (G, n_eval) sphere entropy of the queue (eq. 26)
     entropy: np.ndarray  # (G, n_eval) total entropy of the queue (eq. 28)
     mu: np.ndarray = field(repr=False, default=None)  # (d,)
+
+
+def _kernel_ready() -> bool:
+    """Is the compiled loop in this process already, or in numba's on-disk cache (an index
+    newer than the kernel's sources)?"""
+    if _advance.signatures:
+        return True
+    cache_file = getattr(getattr(_advance, "_cache", None), "_cache_file", None)
+    index = getattr(cache_file, "_index_path", None)
+    if index is None or not os.path.exists(index):
+        return False
+    sources = [_kernel_module.__file__, _rng.__file__]
+    return os.path.getmtime(index) >= max(os.path.getmtime(f) for f in sources)
 
 
 def _stream_seeds(config: IsotropicConfig, protocol, seeds):
@@ -105,6 +121,8 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
     s_sphere = np.full((n_points, eval_at.size), np.nan)
     s_total = np.full((n_points, eval_at.size), np.nan)
     stops = np.unique(np.concatenate([eval_at, [config.iterations]]))
+    if progress and not _kernel_ready():
+        tqdm.write("compiling kernels (first run only)", file=sys.stderr)
     bar = tqdm(total=config.iterations, desc=f"{config.protocol} ({n_points} points)",
                unit="it", unit_scale=True, disable=not progress, leave=False)
     start = 0
