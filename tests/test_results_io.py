@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 
 import pandas as pd
@@ -81,3 +82,51 @@ def test_a_damaged_manifest_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "thermosgd.json is damaged" in err
     assert [p.name for p in tmp_path.iterdir()] == ["thermosgd.json"]
+
+
+TRAIN = ["train", "--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.01", "--width", "2",
+         "--iterations", "60", "--log-every", "30", "--queue-size", "2", "--device", "cpu",
+         "--no-progress", "--checkpoint-every", "0"]
+
+
+def _exit(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return exc.value.code, err
+
+
+def test_out_below_a_regular_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = _exit(capsys, [*TRAIN, "--out", str(tmp_path / "file" / "run")])
+    assert code == 2 and "file" in err
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError without its errno: the checkpoint's
+    path and the full disk are named, and no temporary file is left."""
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(io.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    code, err = _exit(capsys, [*TRAIN, "--out", str(tmp_path / "run")])
+    assert code == 2 and "checkpoint.pt" in err and "disk is full" in err
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_read_only_destination_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system", dst)
+
+    monkeypatch.setattr(io.os, "replace", read_only)
+    code, err = _exit(capsys, ["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.02",
+                               "--wd", "0.01", "0.02", "--iterations", "2000", "--queue-size",
+                               "10", "--entropy-every", "1000", "--stationary-logs", "5",
+                               "--no-progress", "--out", str(tmp_path / "iso")])
+    assert code == 2 and "read-only" in err and "thermosgd.json" in err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -54,13 +56,25 @@ def atomic_write(path: Path, write) -> None:
     temporary files are 0600, which would lock every other user of a shared file system out).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    except RuntimeError as err:  # torch.save reports a failed write without its errno
+        Path(tmp).unlink(missing_ok=True)
+        if "write" not in str(err).lower():
+            raise
+        raise OSError(errno.ENOSPC if shutil.disk_usage(path.parent).free < 2**20 else errno.EIO,
+                      f"the write failed ({str(err).splitlines()[0]})", str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
