@@ -277,3 +277,28 @@ def test_workers_must_be_positive(tmp_path, tiny, capsys):
         main(["sweep", "run", str(tiny), "--out", str(tmp_path / "x"), "--workers", "0"])
     assert exc.value.code == 2 and "--workers must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("line,message", [
+    ('iterations = "abc"', "iterations must be a positive integer"),
+    ("seeds = [-1]", "seeds must be a list of integers >= 0"),
+    ("seeds = [0.5]", "seeds must be a list of integers >= 0"),
+    ('width = "x"', "width must be a positive integer"),
+    ("train = 3", "train must be a table"),
+])
+def test_toml_fields_are_checked_before_anything_is_written(tmp_path, capsys, line, message):
+    grid = tmp_path / "g.toml"
+    grid.write_text(f'protocol = "fixed-lr"\nlearning_rates = [0.1]\nweight_decays = [0.01]\n'
+                    f"{line}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "run", str(grid), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_negative_seeds_on_the_command_line_are_refused(tmp_path, tiny, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "run", str(tiny), "--seeds", "-1", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "seeds must be integers >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

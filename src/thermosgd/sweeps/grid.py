@@ -61,6 +61,10 @@ class Sweep:
                 raise ValueError(f"sweep {self.name!r}: the {axis} grid is empty")
             if len(set(values)) != len(values):
                 raise ValueError(f"sweep {self.name!r}: the {axis} grid repeats a value")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                   for s in self.seeds):
+            raise ValueError(f"sweep {self.name!r}: seeds must be integers >= 0, got "
+                             f"{list(self.seeds)}")
         from thermosgd.nn.config import TrainConfig
 
         allowed = {f.name for f in fields(TrainConfig)} - set(_OWN_FIELDS)
@@ -221,12 +225,27 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
     if missing:
         raise ValueError(f"{where}: the {protocol} grid needs {' and '.join(missing)}")
     model = table.pop("model", "convnet")
+    if not isinstance(model, str):
+        raise ValueError(f"{where}: model must be a string, got {model!r}")
     known = {"name", "width", "dataset", "iterations", "queue_size", "seeds", "train",
              "description", "learning_rates", second_key}
     extra = set(table) - known
     if extra:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; "
                          f"allowed: {', '.join(sorted(known | {'protocol', 'model'}))}")
+    for key in ("name", "model", "dataset", "description"):
+        if key in table and not isinstance(table[key], str):
+            raise ValueError(f"{where}: {key} must be a string, got {table[key]!r}")
+    for key in ("width", "iterations", "queue_size"):
+        if key in table and not _positive_int(table[key]):
+            raise ValueError(f"{where}: {key} must be a positive integer, got {table[key]!r}")
+    seeds = table.get("seeds", [0])
+    if not (isinstance(seeds, (list, tuple)) and seeds
+            and all(_positive_int(s) or s == 0 for s in seeds)):
+        raise ValueError(f"{where}: seeds must be a list of integers >= 0, got {seeds!r}")
+    if not isinstance(table.get("train", {}), dict):
+        raise ValueError(f"{where}: train must be a table of training options, got "
+                         f"{table['train']!r}")
     return Sweep(name=table.get("name", default_name), protocol=protocol, model=model,
                  width=table.get("width", PAPER_WIDTH.get(model, 8)),
                  dataset=table.get("dataset", "digits"),
@@ -238,6 +257,10 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
                  description=table.get("description", f"custom grid from {where}"))
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _axis(value, key, where) -> tuple[float, ...]:
     """A list of numbers, or {from, to, num}: num log-spaced values from..to."""
     if isinstance(value, dict):
@@ -245,7 +268,8 @@ def _axis(value, key, where) -> tuple[float, ...]:
             return tuple(float(v) for v in np.geomspace(value["from"], value["to"], value["num"]))
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where}: {key} as a table needs from, to (> 0) and num") from None
-    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{where}: {key} must be a list of numbers or {{from, to, num}}")
     return tuple(float(v) for v in value)
 
