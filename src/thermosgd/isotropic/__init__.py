@@ -17,5 +17,5 @@ __all__ = ["IsotropicConfig", *_SIMULATOR]
 
 def __getattr__(name):
     if name in _SIMULATOR:
-        return getattr(import_module("thermosgd.isotropic.simulate"), name)
+        return getattr(import_module("thermosgd.isotropic.simulator"), name)
     raise AttributeError(f"module 'thermosgd.isotropic' has no attribute {name!r}")
