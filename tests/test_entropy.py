@@ -348,3 +348,17 @@ def test_entropy_leaves_torch_thread_count_alone():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("align", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_cpu_chart_is_the_torch_chart(align, dtype):
+    """The numba chart (CPU) and the torch chart (CUDA, huge inputs) give the same distances,
+    log-Jacobians and spreads: the same operations in the same order, up to atan2's last bits."""
+    rng = _rng(11)
+    base = rng.standard_normal(300)
+    w = torch.from_numpy(base + 0.01 * rng.standard_normal((2, 80, 300))).to(dtype)
+    fused = _chart._sphere_torch(w, align, 2**30, fused=True)
+    plain = _chart._sphere_torch(w, align, 2**30, fused=False)
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=0)  # sums in another order

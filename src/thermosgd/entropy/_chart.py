@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from thermosgd.entropy._gram import _chunks, _nn_sqdist_gram
+from thermosgd.entropy._gram import _chunks, _nn_sqdist_gram, _torch_threads_kept
 
 
 def _check(norms, same, name, *, nonzero):
@@ -37,7 +37,7 @@ def _householder(mean_dir, d):
     return v, coef
 
 
-def _sphere_torch(w, align, max_memory):
+def _sphere_torch(w, align, max_memory, *, fused=None):
     """High-dimensional sphere path: chunked angle chart, Gram screening, exact distances.
 
     The chart is built in reversed coordinates y = (x_d, ..., x_1): the reverse cumulative sums
@@ -45,16 +45,22 @@ def _sphere_torch(w, align, max_memory):
     are then a permutation of theta - theta_ref with the theta part mirrored; neither changes a
     distance.
     """
-    b, d = w.shape[0], w.shape[2]
+    b, n, d = w.shape
     norms, unit_sum = _scan_rows(w, "w", nonzero=True)
     m = unit_sum / np.maximum(np.linalg.norm(unit_sum, axis=-1, keepdims=True), 1e-300)  # (B, d)
     dev = w.device
     u, ref = None, None
+    u_host = np.zeros((b, d))
     if align:
         # H y = y - u (u^T y), u = v sqrt(2 / v^T v): rows need no normalization (H is linear;
         # the angles and log J below are scale-invariant).
         v, coef = _householder(m, d)
-        u = torch.from_numpy(np.ascontiguousarray(v[:, ::-1] * np.sqrt(coef)[:, None])).to(dev)
+        u_host = np.ascontiguousarray(v[:, ::-1] * np.sqrt(coef)[:, None])
+        u = torch.from_numpy(u_host).to(dev)
+    if fused is None:  # the numba passes on the CPU whenever the float64 chart fits
+        fused = dev.type == "cpu" and b * n * (d - 1) * 12 <= max_memory
+    if fused:
+        return _sphere_cpu(w, align, m, u_host, norms)
 
     def chart(y, sets, out):
         """Reversed rows y (bs, rs, d) float64 -> angle chart into out (bs, rs, d-1); log J."""
@@ -79,6 +85,29 @@ def _sphere_torch(w, align, max_memory):
     d2 = _nn_sqdist_gram(store32, ss.float(), store64)
     # host copies: the (B, N) distances and (B,) sums are the results
     return d2.cpu().numpy(), ss.mean(-1).cpu().numpy(), logj.mean(-1).cpu().numpy(), norms
+
+
+def _sphere_cpu(w, align, m, u, norms):
+    """:func:`_sphere_torch` on the CPU with the chart and its centring as fused numba passes
+    (``_cpuchart``), the float64 chart kept."""
+    from thermosgd.entropy import _cpuchart
+
+    b, n, d = w.shape
+    x = np.ascontiguousarray(w.numpy())
+    ref = np.zeros((b, d - 1))
+    with _torch_threads_kept():
+        if not align:  # reference: the mean direction's own chart coordinates
+            own, scratch = np.empty((b, 1, d - 1)), np.empty((b, 1))
+            _cpuchart.chart_rows(np.ascontiguousarray(m[:, None, :]), u, False, ref, False,
+                                 own, scratch)
+            ref = np.ascontiguousarray(own[:, 0])
+        store64, logj = np.empty((b, n, d - 1)), np.empty((b, n))
+        _cpuchart.chart_rows(x, u, bool(align), ref, not align, store64, logj)
+        store32, ss = np.empty((b, n, d - 1), np.float32), np.empty((b, n))
+        _cpuchart.centre(store64, store32, ss, 4 * torch.get_num_threads())
+    d2 = _nn_sqdist_gram(torch.from_numpy(store32), torch.from_numpy(ss).float(),
+                         torch.from_numpy(store64))
+    return d2.numpy(), ss.mean(-1), logj.mean(-1), norms
 
 
 def _scan_rows(w, name, *, nonzero):
