@@ -134,6 +134,9 @@ def test_divergence_is_recorded_not_raised():
 
 @pytest.mark.parametrize("change,message", [
     (dict(learning_rates=(0.01, -1.0)), "learning rates"),
+    (dict(learning_rates=(0.01, 0.01)), "repeats a value"),
+    (dict(seeds=(0, 0)), "repeats a value"),
+    (dict(seeds=(-1,)), "seeds must be integers >= 0"),
     (dict(weight_decays=(0.0,)), "weight decays"),
     (dict(dim=1), "d must be >= 2"),
     (dict(sigma=0.0), "sigma must be positive"),

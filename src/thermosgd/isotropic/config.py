@@ -53,6 +53,14 @@ class IsotropicConfig:
             if self.radii:
                 raise ValueError(f"{self.protocol} has no sphere radius: drop --radius")
             _require_positive(self.weight_decays, "weight decays (--wd)")
+        for axis, flag in (("learning_rates", "--lr"), ("weight_decays", "--wd"),
+                           ("radii", "--radius"), ("seeds", "--seeds")):
+            values = getattr(self, axis)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{axis} ({flag}) repeats a value: {list(values)}; give each "
+                                 "grid value once (use several seeds for replicates)")
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
         if self.dim < 2:
