@@ -302,3 +302,16 @@ def test_negative_seeds_on_the_command_line_are_refused(tmp_path, tiny, capsys):
         main(["sweep", "run", str(tiny), "--seeds", "-1", "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "seeds must be integers >= 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_summary_is_named_and_the_sweep_goes_on(tmp_path, tiny, digits, capsys):
+    spec, out = sweep.load_sweep(str(tiny)), tmp_path / "sw"
+    sweep.run_local(spec, out, dataset=digits, device="cpu", progress=False, workers=1)
+    broken = out / "runs" / "fixed-lr_lr0.2_wd0.04_seed0" / "summary.json"
+    broken.write_text("{garbage")
+    assert main(["sweep", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "damaged         1" in text and "fixed-lr_lr0.2_wd0.04_seed0" in text
+    again = sweep.run_local(spec, out, dataset=digits, device="cpu", progress=False, workers=1)
+    assert again == {"fixed-lr_lr0.2_wd0.04_seed0": {"status": "damaged"}}
+    assert broken.read_text() == "{garbage"  # nothing else touched

@@ -22,7 +22,7 @@ __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "
 
 KIND = "sweep"  # manifest kind of a sweep directory
 LEGACY_GRID_KIND = "train-grid"  # thermosgd 0.1's `train` grids, read as sweeps
-STATES = ("finished", "diverged", "running", "interrupted", "pending")
+STATES = ("finished", "diverged", "running", "interrupted", "pending", "damaged")
 # the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
 HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
 
@@ -116,11 +116,14 @@ def _lock(out: Path, name: str) -> FileLock:
 
 def run_state(out: Path, name: str) -> str:
     """finished, diverged, running (locked by a live worker), interrupted (a checkpoint, no
-    worker) or pending."""
+    worker), pending, or damaged (a summary.json that cannot be read)."""
     run = run_dir(out, name)
     summary = run / "summary.json"
     if summary.is_file():
-        found = json.loads(summary.read_text()).get("status")
+        try:
+            found = json.loads(summary.read_text()).get("status")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return "damaged"  # named by `sweep status`; the other runs go on
         if found in ("finished", "diverged"):
             return found
     path = Path(out) / "locks" / f"{name}.lock"
@@ -195,4 +198,6 @@ def describe_status(out) -> str:
     lines = [f"{out}: {sum(map(len, states.values()))} configurations"]
     lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
     lines += [f"  running: {name}" for name in states["running"]]
+    lines += [f"  damaged: {name} (runs/{name}/summary.json cannot be read; delete it to "
+              "train the run again)" for name in states["damaged"]]
     return "\n".join(lines)

@@ -78,7 +78,7 @@ def plan(sweep: Sweep, out: Path, *, data: str | None, scale: float, device: str
     for config in configs:
         prepare(config, run_dir(out, run_name(config)))
     todo = [i for i, c in enumerate(configs)
-            if run_state(out, run_name(c)) not in ("finished", "diverged")]
+            if run_state(out, run_name(c)) not in ("finished", "diverged", "damaged")]
     from thermosgd.nn.config import resolve_device
 
     on_gpu = resolve_device(device).type != "cpu"
@@ -120,7 +120,8 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
             for group in groups]
     options = {"max_batch": max_batch, "checkpoint_every": checkpoint_every,
                "mechanism": mechanism}
-    results = {}
+    results = {name: {"status": "damaged"} for name in map(run_name, configs)
+               if run_state(out, name) == "damaged"}  # left alone, named in the summary
     with tqdm(total=sum(map(len, groups)), unit="run", desc=sweep.name, disable=not progress,
               dynamic_ncols=True) as bar:  # the sweep's bar; a single process adds each run's
         if workers == 1:

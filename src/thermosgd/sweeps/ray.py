@@ -80,7 +80,8 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
         configs = sweep.configs(data=data, scale=scale, device=device)
         size = max_batch or _local.default_batch(configs[0], on_gpu=bool(gpus))
         todo = [i for i, c in enumerate(configs)
-                if _dir.run_state(out, _dir.run_name(c)) not in ("finished", "diverged")]
+                if _dir.run_state(out, _dir.run_name(c))
+                not in ("finished", "diverged", "damaged")]
         _dir.claim_sweep_dir(out, sweep, scale)
         task = ray.remote(_train_group).options(
             max_retries=max_retries,
