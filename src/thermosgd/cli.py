@@ -238,7 +238,7 @@ def _prepare_train(args, progress):
     import itertools
     from pathlib import Path
 
-    from thermosgd.nn import trainer
+    from thermosgd.nn import training as trainer
     from thermosgd.results import io as _io
 
     names = ("model", "width", "dataset", "data", "samples_per_class", "image_size",
@@ -272,7 +272,7 @@ def _prepare_train(args, progress):
             results = [trainer.train(configs[0], outs[0], dataset=data, progress=progress,
                                      checkpoint_every=args.checkpoint_every)]
         else:
-            from thermosgd.nn.batched import train_batched
+            from thermosgd.nn.training import train_batched
 
             _io.claim_output_dir(args.out, GRID_KIND, {"runs": [o.name for o in outs]})
             results = train_batched(configs, outs, dataset=data, progress=progress,
