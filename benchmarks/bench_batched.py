@@ -1,13 +1,13 @@
-"""Batched engine throughput: configuration-steps per second, by mechanism, against one-at-a-time.
+"""Engine throughput at G >= 1: configuration-steps per second, by mechanism, against one-at-a-time.
 
 For ConvNet k=8 and ResNet-18 k=4 at batch 128 (32 px CIFAR-shaped random inputs), fixed LR,
 configurations with different learning rates and seeds, this times:
-- the research-style loop (``bench_train.research_loop``) and the single-run trainer on one
-  configuration: G configurations one after another cost G times their time per step;
-- ``thermosgd.nn.batched`` with G configurations, by mechanism:
-  "loop" (G functional gradients in turn), "vmap" (one torch.func.vmap call, which PyTorch
-  lowers to grouped convolutions), "vmap+compile" (the vmapped gradient under torch.compile;
-  mode "reduce-overhead", i.e. CUDA graphs, on a GPU);
+- the research-style loop (``bench_train.research_loop``) and the engine at G = 1 ("single"):
+  G configurations one after another cost G times their time per step;
+- ``thermosgd.nn.Engine`` with G configurations, by mechanism:
+  "loop" (G modules on the stacked state, differentiated in turn), "vmap" (one torch.func.vmap
+  call, which PyTorch lowers to grouped convolutions), "vmap+compile" (the vmapped gradient
+  under torch.compile; mode "reduce-overhead", i.e. CUDA graphs, on a GPU);
 - "grouped" (ConvNet only): a hand-written network holding the G ConvNets as one, with
   groups=G convolutions and BatchNorm over the G*C channels, trained by plain autograd, to see
   whether vmap's machinery costs anything over writing the grouped model by hand.
@@ -15,8 +15,8 @@ configurations with different learning rates and seeds, this times:
 Every case runs in its own process so that its peak memory is its own (CPU: ru_maxrss, which
 includes the ~0.6 GB synthetic dataset and PyTorch itself; CUDA: torch.cuda.max_memory_allocated).
 A case's steps are timed after warm-up steps (compilation happens there). Each batched case also
-reports how far configuration 0 drifted from the single-run trainer over the warm-up and timed
-steps (relative weight difference): 0 means bitwise the same trajectory.
+reports how far configuration 0 drifted from its run alone (the engine at G = 1) over the
+warm-up and timed steps (relative weight difference): 0 means bitwise the same trajectory.
 
 Usage: cd benchmarks && python bench_batched.py [--device cpu|cuda] [--groups 1 8 32 95]
        [--engines ...] [--models convnet resnet18] [--steps 3]
@@ -37,10 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_train import _NoBar, _sync, research_loop, synthetic_cifar
-from thermosgd.nn.batched import _Batch
+from bench_train import _sync, research_loop, synthetic_cifar
+from thermosgd.nn import Engine, TrainConfig
 from thermosgd.nn.models import BN_EPS, build_model
-from thermosgd.nn.trainer import TrainConfig, _Run
 
 WIDTH = {"convnet": 8, "resnet18": 4}
 ENGINES = ("research", "single", "loop", "vmap", "vmap+compile", "grouped")
@@ -126,28 +125,27 @@ def time_engine(name, engine, g, data, device, steps):
         research_loop(model, data, warm, device=device)
         return research_loop(model, data, steps, device=device) / steps, None
     if engine == "single":
-        run = _Run(cfgs[0], data, device, None)
-        run._advance(warm, _NoBar())
+        run = Engine(cfgs[:1], data, device=device)
+        run.advance(warm)
         _sync(device)
         start = time.perf_counter()
-        run._advance(warm + steps, _NoBar())
+        run.advance(warm + steps)
         _sync(device)
         return (time.perf_counter() - start) / steps, None
     mechanism = "loop" if engine == "loop" else "vmap"
-    batch = _Batch(cfgs, [None] * g, data, device, queue_device=None, queue_dtype=torch.float32,
-                   mechanism=mechanism)
+    batch = Engine(cfgs, data, device=device, mechanism=mechanism)
     if engine == "vmap+compile":
         mode = "reduce-overhead" if torch.device(device).type == "cuda" else "default"
-        batch._grad = torch.compile(batch._grad, mode=mode)
-    batch._advance(warm, _NoBar())
+        batch._vgrad = torch.compile(batch._vgrad, mode=mode)  # a benchmark-only experiment
+    batch.advance(warm)
     _sync(device)
     start = time.perf_counter()
-    batch._advance(warm + steps, _NoBar())
+    batch.advance(warm + steps)
     _sync(device)
     seconds = (time.perf_counter() - start) / steps
-    reference = _Run(cfgs[0], data, device, None)
-    reference._advance(warm + steps, _NoBar())
-    drift = float((batch.W[0] - reference.w).norm() / reference.w.norm())
+    reference = Engine(cfgs[:1], data, device=device)
+    reference.advance(warm + steps)
+    drift = float((batch.weights[0] - reference.weights[0]).norm() / reference.weights[0].norm())
     return seconds, drift
 
 

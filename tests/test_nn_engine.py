@@ -207,14 +207,13 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, moment, uninterrupted)
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("g", [1, 3])
 @pytest.mark.parametrize("protocol,lr,kw", PROTOCOLS)
-def test_cuda_training_steps_never_sync_with_the_host(protocol, lr, kw, g):
+def test_cuda_training_steps_never_sync_with_the_host(protocol, lr, kw):
     """Between log points nothing waits for the GPU: CUDA's sync debug mode raises on any
     synchronizing call. The run then finishes on CUDA like on the CPU."""
     data = load_dataset("digits", device="cuda")
-    configs = [TrainConfig(protocol=protocol, learning_rate=lr * (i + 1), seed=i, **kw,
-                           **(SHORT | {"device": "cuda"})) for i in range(g)]
+    configs = [TrainConfig(protocol=protocol, learning_rate=lr, **kw,
+                           **(SHORT | {"device": "cuda"}))]
     engine = Engine(configs, data, device="cuda")
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -98,7 +98,7 @@ class Engine:
         self.schedule = measure.log_schedule(cfg.iterations, every=cfg.log_every,
                                              linear_until=cfg.log_linear_until,
                                              log_points=cfg.log_points)
-        self.iteration, self.windows, self._sums = 0, [], None
+        self.iteration, self.windows = 0, []
         self.rows = [[] for _ in configs]  # logged rows per configuration, kept in checkpoints
         self.seconds = [{"train": 0.0, "measure": 0.0} for _ in configs]
         self.active = list(range(len(configs)))
@@ -106,6 +106,7 @@ class Engine:
             mechanism = "loop" if self.device.type == "cpu" or len(configs) == 1 else "vmap"
         self.mechanism = mechanism
         self._bind()
+        self._open_window()
         if mechanism == "vmap":
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             self._names = [n for n, _ in named]
@@ -173,14 +174,13 @@ class Engine:
         logits = self._functional_logits(w, buffers, x)
         return F.cross_entropy(logits, y), logits
 
-    def _gradients(self, idx, buffers=None):
-        """Gradients (G, d), losses (G,) and logits (G, B, classes) or None, for batches idx."""
+    def _gradients(self, idx):
+        """Gradients at w (G, d) and batch losses (G,) for batch indices idx (G, B)."""
         if self.mechanism == "loop":
-            return (*self._loop_gradients(idx), None)
+            return self._loop_gradients(idx)
         x, y = self.data.train_x[idx], self.data.train_y[idx]
-        g, (loss, logits) = self._vgrad(self.weights, self.buffers if buffers is None
-                                        else buffers, x, y)
-        return g, loss.detach(), logits
+        g, (loss, _) = self._vgrad(self.weights, self.buffers, x, y)
+        return g, loss.detach()
 
     # --- training ----------------------------------------------------------------------------
 
@@ -189,6 +189,8 @@ class Engine:
         hyperparameters to the device), (G,) arrays for several."""
         if len(self.active) == 1:
             return self.protocols[self.active[0]]
+        # (G,) arrays: the protocol copies them to the device at every step, a host round trip
+        # on a GPU; device-resident hyperparameters need protocols to accept torch tensors
         rates = np.array([self.configs[i].hyperparameters[0] for i in self.active])
         seconds = np.array([self.configs[i].hyperparameters[1] for i in self.active])
         return make_protocol(self.configs[0].protocol, rates, seconds)
@@ -197,8 +199,6 @@ class Engine:
         """Train the active configurations from ``iteration`` to ``stop``. No host sync (tested
         under CUDA's sync debug mode); ``bar``: a tqdm bar to update, or None."""
         proto, cfg = self._protocol(), self.configs[0]
-        if self._sums is None:
-            self._open_window(proto)
         gens = [self.generators[i] for i in self.active]
         n = self.data.train_x.shape[0]
         while self.iteration < stop:
@@ -207,7 +207,7 @@ class Engine:
                                                  device=self.device)
                                    for gen in gens], dim=1)  # (steps, G, B)
             for idx in batches:
-                g, loss, _ = self._gradients(idx)  # (G, d), (G,)
+                g, loss = self._gradients(idx)  # (G, d), (G,)
                 self._sums.add(self.weights, g, loss)
                 self.weights.copy_(proto.step(self.weights, g))
                 self.iteration += 1
@@ -215,18 +215,22 @@ class Engine:
                 if bar is not None:
                     bar.update(1)
 
-    def _open_window(self, proto) -> None:
-        eta = proto.learning_rate_at(1.0) if self.sphere else None  # eta_eff r^2 on the sphere
+    def _open_window(self) -> None:
+        """New window sums, made at a log point (or a start) so that training copies nothing
+        from the host."""
+        eta = (self._protocol().learning_rate_at(1.0) if self.sphere and self.active
+               else None)  # eta_eff r^2 on the sphere
         self._sums = WindowSums(len(self.active), self.device, sphere_rate=eta)
         self._window_begin = self.iteration
 
     def close_window(self) -> dict[int, int]:
         """At a log point (one host sync): keep the window's means in ``windows`` and return
         {configuration index: first non-finite iteration} of those that diverged in it."""
-        if self._sums is None or self._sums.steps == 0:
+        if self._sums.steps == 0:
             raise RuntimeError("no training step since the last log point")
         window = self._sums.close(self.weights, self._window_begin)
-        self.windows, self._sums = window.means, None
+        self.windows = window.means
+        self._open_window()
         return {self.active[j]: at for j, at in window.diverged.items()}
 
     def retire(self, i: int) -> None:
@@ -239,10 +243,10 @@ class Engine:
         self.buffers = {n: b.index_select(0, rows) for n, b in self.buffers.items()}
         self.queue.select(rows)
         self.windows = [w for k, w in enumerate(self.windows) if k != j]
-        self._sums = None
         self.modules.pop(j)
         if self.modules:
             self._bind()
+        self._open_window()
 
     # --- measurements at a log point -----------------------------------------------------
 
@@ -350,3 +354,4 @@ class Engine:
         if len(iterations) != 1:
             raise RuntimeError("configurations of one batch must resume from one iteration")
         self.iteration = iterations.pop()
+        self._open_window()
