@@ -18,14 +18,21 @@ A case's steps are timed after warm-up steps (compilation happens there). Each b
 reports how far configuration 0 drifted from its run alone (the engine at G = 1) over the
 warm-up and timed steps (relative weight difference): 0 means bitwise the same trajectory.
 
+``--alternate`` instead times, in one process and alternating round by round, the engine at
+G = 1 and the "loop" and "vmap" mechanisms at each G, on scikit-learn's digits (ConvNet,
+``--width``), by the CPU time of one torch thread (``time.thread_time``), which a shared,
+busy machine does not inflate the way it inflates wall time.
+
 Usage: cd benchmarks && python bench_batched.py [--device cpu|cuda] [--groups 1 8 32 95]
        [--engines ...] [--models convnet resnet18] [--steps 3]
+       python bench_batched.py --alternate [--groups 8] [--width 4] [--steps 20] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -149,6 +156,38 @@ def time_engine(name, engine, g, data, device, steps):
     return seconds, drift
 
 
+def alternate(groups, width, steps, rounds):
+    """Configuration-steps per CPU-second of one thread: G = 1 against loop and vmap at G."""
+    from thermosgd.nn.data import load_dataset
+
+    torch.set_num_threads(1)
+    data = load_dataset("digits")
+    print(f"# digits, ConvNet k={width}, one torch thread, CPU time, {steps} steps per round, "
+          f"{rounds} alternating rounds (best round)")
+    print("| G | engine G = 1 | loop | vmap | loop / G = 1 | vmap / G = 1 | loop drift |")
+    print("|---|---|---|---|---|---|---|")
+    for g in groups:
+        cfgs = [TrainConfig(protocol="fixed-lr", learning_rate=float(lr), weight_decay=1e-3,
+                            seed=i, model="convnet", width=width, iterations=10**7,
+                            queue_size=8, device="cpu")
+                for i, lr in enumerate(np.geomspace(1e-3, 1e-1, g) if g > 1 else [1e-2])]
+        engines = {"single": Engine(cfgs[:1], data), "loop": Engine(cfgs, data, mechanism="loop"),
+                   "vmap": Engine(cfgs, data, mechanism="vmap")}
+        best = dict.fromkeys(engines, math.inf)
+        for engine in engines.values():
+            engine.advance(2)
+        for _ in range(rounds):
+            for name, engine in engines.items():
+                start = time.thread_time()
+                engine.advance(engine.iteration + steps)
+                best[name] = min(best[name], (time.thread_time() - start) / steps)
+        rate = {k: (1 if k == "single" else g) / v for k, v in best.items()}  # config-steps/s
+        drift = float((engines["loop"].weights[0] - engines["single"].weights[0]).norm())
+        print(f"| {g} | {rate['single']:.1f} /s | {rate['loop']:.1f} /s | {rate['vmap']:.1f} /s "
+              f"| {rate['loop'] / rate['single']:.2f}x | {rate['vmap'] / rate['single']:.2f}x "
+              f"| {drift:.1e} |", flush=True)
+
+
 def _peak_mb(device) -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -174,10 +213,16 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile-max-g", type=int, default=None,
                         help="skip vmap+compile above this G (compiling is slow on CPU)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="G = 1, loop and vmap alternating in one process, on digits")
+    parser.add_argument("--width", type=int, default=4, help="--alternate: ConvNet width k")
+    parser.add_argument("--rounds", type=int, default=5, help="--alternate: rounds")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one_case(args)
+    if args.alternate:
+        return alternate(args.groups, args.width, args.steps, args.rounds)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         platform.processor() or platform.machine())
     print(f"# {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

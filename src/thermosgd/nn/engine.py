@@ -319,8 +319,8 @@ class Engine:
     # --- checkpoints: one per configuration, in the single-run format ----------------------
 
     def save(self, outs) -> None:
-        """Write configuration i's checkpoint into ``outs[i]`` (None: skip) for the active ones;
-        ``rows`` and ``seconds`` come from ``self.rows`` / ``self.seconds`` if set."""
+        """Write configuration i's checkpoint into ``outs[i]`` (None: skip) for the active ones,
+        with its logged ``rows[i]`` and ``seconds[i]``."""
         for j, i in enumerate(self.active):
             if outs[i] is None:
                 continue
