@@ -42,9 +42,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_train import _sync, research_loop, synthetic_cifar
 from torch import nn
 
-from bench_train import _sync, research_loop, synthetic_cifar
 from thermosgd.nn import Engine, TrainConfig
 from thermosgd.nn.models import BN_EPS, build_model
 

@@ -31,8 +31,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from reference_trainer import _Run
+
 from thermosgd.nn import Engine, TrainConfig
 from thermosgd.nn.data import Dataset, load_dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters

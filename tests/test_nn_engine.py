@@ -120,7 +120,8 @@ def test_run_logs_every_quantity(digits, protocol, lr, kw):
 
 
 def test_diverged_run_is_recorded_and_returns(digits, tmp_path):
-    """eta_eff = 50 blows the norm up within a few steps: the run stops, says where, exit normally."""
+    """eta_eff = 50 blows the norm up within a few steps: the run stops, says where, exits
+    normally."""
     result = train(TrainConfig(protocol="fixed-elr", learning_rate=50.0, weight_decay=0.1,
                                **SHORT), tmp_path / "run", dataset=digits, progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -1,6 +1,8 @@
 """Scale-invariant networks (section 6, appendix F): models, data, the engine for G >= 1 runs."""
 
+from thermosgd.nn.config import TrainConfig
 from thermosgd.nn.data import DATASETS, DataError, Dataset, load_dataset
+from thermosgd.nn.engine import Engine
 from thermosgd.nn.models import (
     ConvNet,
     PreActResNet18,
@@ -9,8 +11,6 @@ from thermosgd.nn.models import (
     scale_invariant_parameters,
     set_parameter_norm,
 )
-from thermosgd.nn.config import TrainConfig
-from thermosgd.nn.engine import Engine
 from thermosgd.nn.training import train, train_batched
 from thermosgd.results.rundir import TrainResult
 

@@ -120,7 +120,7 @@ class SnapshotQueue:
         count, _, d = self.data.shape
         if iteration // self.every < self.size:
             return [(math.nan, math.nan)] * count
-        s_sphere = np.atleast_1d(sphere_entropy(self.data))
-        norms = self.data.double().norm(dim=2).mean(1).cpu().numpy()  # log point: host sync
+        s_sphere = np.atleast_1d(sphere_entropy(self.data))  # log point: host syncs
+        norms = self.data.double().norm(dim=2).mean(1).cpu().numpy()
         return [(float(s), float(theory.total_entropy(float(s), float(r), d)))
                 for s, r in zip(s_sphere, norms)]

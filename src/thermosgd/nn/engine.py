@@ -23,8 +23,6 @@ at once, and the per-step window sums (``thermosgd.nn.accumulate``) stay on the 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -237,7 +235,7 @@ class Engine:
         """Drop configuration ``i`` (an index into ``configs``) from training and measuring."""
         j = self.active.index(i)
         keep = [k for k in range(len(self.active)) if k != j]
-        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)  # at a log point
         self.active.pop(j)
         self.weights = self.weights.index_select(0, rows)
         self.buffers = {n: b.index_select(0, rows) for n, b in self.buffers.items()}
@@ -324,7 +322,7 @@ class Engine:
         for j, i in enumerate(self.active):
             if outs[i] is None:
                 continue
-            save_checkpoint(outs[i] / "checkpoint.pt", config=self.configs[i],
+            save_checkpoint(outs[i] / "checkpoint.pt", config=self.configs[i],  # copies to host
                             iteration=self.iteration, w=self.weights[j],
                             buffers={n: t[j] for n, t in self.buffers.items()},
                             generator_state=self.generators[i].get_state(),

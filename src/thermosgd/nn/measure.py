@@ -180,7 +180,7 @@ def evaluate(model, x, y, *, batch_size: int = 1000) -> tuple[float, float]:
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
     model.train()
-    loss, correct = torch.stack([loss, correct.double()]).cpu().tolist()
+    loss, correct = torch.stack([loss, correct.double()]).cpu().tolist()  # log point: one sync
     return loss / x.shape[0], correct / x.shape[0]
 
 
@@ -196,7 +196,8 @@ def batched_evaluate(logits_of, x, y, count: int, *, batch_size: int = 1000) -> 
         loss += F.cross_entropy(logits.transpose(1, 2), yb.expand(count, -1),
                                 reduction="none").sum(1).double()
         correct += (logits.argmax(-1) == yb).sum(1)
-    table = torch.stack([loss / x.shape[0], correct.double() / x.shape[0]], dim=1).cpu()
+    table = torch.stack([loss / x.shape[0], correct.double() / x.shape[0]],
+                        dim=1).cpu()  # (G, 2); log point: one sync
     return [tuple(row) for row in table.tolist()]
 
 
@@ -204,7 +205,7 @@ def queue_entropy(queue: torch.Tensor) -> tuple[float, float]:
     """Sphere entropy of the directions in the queue (eq. 26-27) and the total entropy
     S = S_sphere + (d - 1) log r with r the queue's mean norm (eq. 28)."""
     d = queue.shape[1]
-    s_sphere = float(sphere_entropy(queue))
+    s_sphere = float(sphere_entropy(queue))  # log point: host syncs
     mean_norm = float(queue.double().norm(dim=1).mean())
     return s_sphere, float(theory.total_entropy(s_sphere, mean_norm, d))
 
