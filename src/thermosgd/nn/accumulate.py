@@ -17,6 +17,7 @@ computed, so a training engine and an optimizer hook can share them:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,12 +28,12 @@ from thermosgd.entropy import sphere_entropy
 __all__ = ["SnapshotQueue", "Window", "WindowSums"]
 
 
+@dataclass(frozen=True)
 class Window:
-    """A closed window: ``means`` (one dict per configuration: ``stoch_grad_norm2``,
-    ``batch_loss``, ``lambda_eff``) and ``diverged`` ({row: first bad iteration})."""
+    """A closed window of G configurations."""
 
-    def __init__(self, means: list[dict], diverged: dict[int, int]):
-        self.means, self.diverged = means, diverged
+    means: list[dict]  # per configuration: stoch_grad_norm2, batch_loss, lambda_eff (eq. 83)
+    diverged: dict[int, int]  # {row: first iteration whose loss was not finite}
 
 
 class WindowSums:
@@ -112,7 +113,9 @@ class SnapshotQueue:
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep the configurations ``rows`` (indices into the G axis)."""
-        self.data = self.data.index_select(0, rows.to(self.data.device))
+        kept = self.data.index_select(0, rows.to(self.data.device))
+        # pinned host memory keeps the snapshot copies from the GPU asynchronous
+        self.data = kept.pin_memory() if self.data.is_pinned() else kept
 
     def entropies(self, iteration: int) -> list[tuple[float, float]]:
         """(sphere entropy, total entropy) per configuration once the queue is full (eq. 26-28:
