@@ -1,13 +1,13 @@
-"""Batched engine throughput: configuration-steps per second, by mechanism, against one-at-a-time.
+"""Engine throughput at G >= 1: configuration-steps per second, by mechanism, against one-at-a-time.
 
 For ConvNet k=8 and ResNet-18 k=4 at batch 128 (32 px CIFAR-shaped random inputs), fixed LR,
 configurations with different learning rates and seeds, this times:
-- the research-style loop (``bench_train.research_loop``) and the single-run trainer on one
-  configuration: G configurations one after another cost G times their time per step;
-- ``thermosgd.nn.batched`` with G configurations, by mechanism:
-  "loop" (G functional gradients in turn), "vmap" (one torch.func.vmap call, which PyTorch
-  lowers to grouped convolutions), "vmap+compile" (the vmapped gradient under torch.compile;
-  mode "reduce-overhead", i.e. CUDA graphs, on a GPU);
+- the research-style loop (``bench_train.research_loop``) and the engine at G = 1 ("single"):
+  G configurations one after another cost G times their time per step;
+- ``thermosgd.nn.Engine`` with G configurations, by mechanism:
+  "loop" (G modules on the stacked state, differentiated in turn), "vmap" (one torch.func.vmap
+  call, which PyTorch lowers to grouped convolutions), "vmap+compile" (the vmapped gradient
+  under torch.compile; mode "reduce-overhead", i.e. CUDA graphs, on a GPU);
 - "grouped" (ConvNet only): a hand-written network holding the G ConvNets as one, with
   groups=G convolutions and BatchNorm over the G*C channels, trained by plain autograd, to see
   whether vmap's machinery costs anything over writing the grouped model by hand.
@@ -15,17 +15,24 @@ configurations with different learning rates and seeds, this times:
 Every case runs in its own process so that its peak memory is its own (CPU: ru_maxrss, which
 includes the ~0.6 GB synthetic dataset and PyTorch itself; CUDA: torch.cuda.max_memory_allocated).
 A case's steps are timed after warm-up steps (compilation happens there). Each batched case also
-reports how far configuration 0 drifted from the single-run trainer over the warm-up and timed
-steps (relative weight difference): 0 means bitwise the same trajectory.
+reports how far configuration 0 drifted from its run alone (the engine at G = 1) over the
+warm-up and timed steps (relative weight difference): 0 means bitwise the same trajectory.
+
+``--alternate`` instead times, in one process and alternating round by round, the engine at
+G = 1 and the "loop" and "vmap" mechanisms at each G, on scikit-learn's digits (ConvNet,
+``--width``), by the CPU time of one torch thread (``time.thread_time``), which a shared,
+busy machine does not inflate the way it inflates wall time.
 
 Usage: cd benchmarks && python bench_batched.py [--device cpu|cuda] [--groups 1 8 32 95]
        [--engines ...] [--models convnet resnet18] [--steps 3]
+       python bench_batched.py --alternate [--groups 8] [--width 4] [--steps 20] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -35,12 +42,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_train import _sync, research_loop, synthetic_cifar
 from torch import nn
 
-from bench_train import _NoBar, _sync, research_loop, synthetic_cifar
-from thermosgd.nn.batched import _Batch
+from thermosgd.nn import Engine, TrainConfig
 from thermosgd.nn.models import BN_EPS, build_model
-from thermosgd.nn.trainer import TrainConfig, _Run
 
 WIDTH = {"convnet": 8, "resnet18": 4}
 ENGINES = ("research", "single", "loop", "vmap", "vmap+compile", "grouped")
@@ -126,29 +132,60 @@ def time_engine(name, engine, g, data, device, steps):
         research_loop(model, data, warm, device=device)
         return research_loop(model, data, steps, device=device) / steps, None
     if engine == "single":
-        run = _Run(cfgs[0], data, device, None)
-        run._advance(warm, _NoBar())
+        run = Engine(cfgs[:1], data, device=device)
+        run.advance(warm)
         _sync(device)
         start = time.perf_counter()
-        run._advance(warm + steps, _NoBar())
+        run.advance(warm + steps)
         _sync(device)
         return (time.perf_counter() - start) / steps, None
     mechanism = "loop" if engine == "loop" else "vmap"
-    batch = _Batch(cfgs, [None] * g, data, device, queue_device=None, queue_dtype=torch.float32,
-                   mechanism=mechanism)
+    batch = Engine(cfgs, data, device=device, mechanism=mechanism)
     if engine == "vmap+compile":
         mode = "reduce-overhead" if torch.device(device).type == "cuda" else "default"
-        batch._grad = torch.compile(batch._grad, mode=mode)
-    batch._advance(warm, _NoBar())
+        batch._vgrad = torch.compile(batch._vgrad, mode=mode)  # a benchmark-only experiment
+    batch.advance(warm)
     _sync(device)
     start = time.perf_counter()
-    batch._advance(warm + steps, _NoBar())
+    batch.advance(warm + steps)
     _sync(device)
     seconds = (time.perf_counter() - start) / steps
-    reference = _Run(cfgs[0], data, device, None)
-    reference._advance(warm + steps, _NoBar())
-    drift = float((batch.W[0] - reference.w).norm() / reference.w.norm())
+    reference = Engine(cfgs[:1], data, device=device)
+    reference.advance(warm + steps)
+    drift = float((batch.weights[0] - reference.weights[0]).norm() / reference.weights[0].norm())
     return seconds, drift
+
+
+def alternate(groups, width, steps, rounds):
+    """Configuration-steps per CPU-second of one thread: G = 1 against loop and vmap at G."""
+    from thermosgd.nn.data import load_dataset
+
+    torch.set_num_threads(1)
+    data = load_dataset("digits")
+    print(f"# digits, ConvNet k={width}, one torch thread, CPU time, {steps} steps per round, "
+          f"{rounds} alternating rounds (best round)")
+    print("| G | engine G = 1 | loop | vmap | loop / G = 1 | vmap / G = 1 | loop drift |")
+    print("|---|---|---|---|---|---|---|")
+    for g in groups:
+        cfgs = [TrainConfig(protocol="fixed-lr", learning_rate=float(lr), weight_decay=1e-3,
+                            seed=i, model="convnet", width=width, iterations=10**7,
+                            queue_size=8, device="cpu")
+                for i, lr in enumerate(np.geomspace(1e-3, 1e-1, g) if g > 1 else [1e-2])]
+        engines = {"single": Engine(cfgs[:1], data), "loop": Engine(cfgs, data, mechanism="loop"),
+                   "vmap": Engine(cfgs, data, mechanism="vmap")}
+        best = dict.fromkeys(engines, math.inf)
+        for engine in engines.values():
+            engine.advance(2)
+        for _ in range(rounds):
+            for name, engine in engines.items():
+                start = time.thread_time()
+                engine.advance(engine.iteration + steps)
+                best[name] = min(best[name], (time.thread_time() - start) / steps)
+        rate = {k: (1 if k == "single" else g) / v for k, v in best.items()}  # config-steps/s
+        drift = float((engines["loop"].weights[0] - engines["single"].weights[0]).norm())
+        print(f"| {g} | {rate['single']:.1f} /s | {rate['loop']:.1f} /s | {rate['vmap']:.1f} /s "
+              f"| {rate['loop'] / rate['single']:.2f}x | {rate['vmap'] / rate['single']:.2f}x "
+              f"| {drift:.1e} |", flush=True)
 
 
 def _peak_mb(device) -> float:
@@ -176,10 +213,16 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--compile-max-g", type=int, default=None,
                         help="skip vmap+compile above this G (compiling is slow on CPU)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="G = 1, loop and vmap alternating in one process, on digits")
+    parser.add_argument("--width", type=int, default=4, help="--alternate: ConvNet width k")
+    parser.add_argument("--rounds", type=int, default=5, help="--alternate: rounds")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one_case(args)
+    if args.alternate:
+        return alternate(args.groups, args.width, args.steps, args.rounds)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         platform.processor() or platform.machine())
     print(f"# {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

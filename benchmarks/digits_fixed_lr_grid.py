@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from thermosgd.nn.data import load_dataset
-from thermosgd.nn.trainer import TrainConfig, train
+from thermosgd.nn import TrainConfig, train
 
 LEARNING_RATES = (0.2, 0.4, 0.8)
 WEIGHT_DECAYS = (0.02, 0.04, 0.08)

@@ -25,16 +25,6 @@ def _fixed_seeds():
     yield
 
 
-class _NoBar:
-    """Stands in for a tqdm bar when a test drives a trainer's loop directly."""
-
-    def update(self, n):
-        pass
-
-
-NO_BAR = _NoBar()
-
-
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits, loaded once for every network test."""

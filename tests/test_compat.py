@@ -22,6 +22,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+ENTROPIES = ["entropy_sphere", "entropy"]
+
+
+def _same_trajectory(got, pinned):
+    """Every logged quantity bit for bit, except the entropies: the CPU chart now runs as fused
+    numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits."""
+    pd.testing.assert_frame_equal(got.drop(columns=ENTROPIES), pinned.drop(columns=ENTROPIES),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(got[ENTROPIES], pinned[ENTROPIES], check_exact=False,
+                                  rtol=1e-10, atol=0)
+
+
 def _copy(name, tmp_path) -> Path:
     return Path(shutil.copytree(V0_1 / name, tmp_path / name))
 
@@ -44,9 +56,8 @@ def test_a_0_1_checkpoint_resumes_onto_the_pinned_trajectory(tmp_path, one_threa
                  "--log-linear-until", "400", "--log-points", "2", "--queue-size", "6",
                  "--stationary-logs", "3", "--device", "cpu", "--no-progress",
                  "--out", str(killed)]) == 0
-    resumed = pd.read_parquet(killed / "metrics.parquet")
-    pinned = pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet")
-    pd.testing.assert_frame_equal(resumed, pinned, check_exact=True)
+    _same_trajectory(pd.read_parquet(killed / "metrics.parquet"),
+                     pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet"))
 
 
 def test_a_fresh_run_follows_the_pinned_trajectory(tmp_path, one_thread, capsys):
@@ -56,9 +67,8 @@ def test_a_fresh_run_follows_the_pinned_trajectory(tmp_path, one_thread, capsys)
                  "--log-linear-until", "400", "--log-points", "2", "--queue-size", "6",
                  "--stationary-logs", "3", "--device", "cpu", "--no-progress",
                  "--out", str(tmp_path / "run")]) == 0
-    pinned = pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet")
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "metrics.parquet"), pinned,
-                                  check_exact=True)
+    _same_trajectory(pd.read_parquet(tmp_path / "run" / "metrics.parquet"),
+                     pd.read_parquet(V0_1 / "run_whole" / "metrics.parquet"))
 
 
 def test_a_0_1_train_grid_reads_as_a_sweep(tmp_path, capsys):

@@ -252,7 +252,7 @@ def _prepare_train(args, progress):
     _check_run_options(args)
     size = len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
     if size == 1:
-        from thermosgd.nn import trainer
+        from thermosgd.nn import training as trainer
 
         config = nn_config.TrainConfig(
             protocol=args.protocol, model=args.model, width=args.width, dataset=args.dataset,

@@ -94,6 +94,8 @@ def _sphere_cpu(w, align, m, u, norms):
 
     b, n, d = w.shape
     x = np.ascontiguousarray(w.numpy())
+    if x.dtype not in (np.float32, np.float64):  # float16, bfloat16: exact in float32
+        x = np.ascontiguousarray(w.to(torch.float32).numpy())
     ref = np.zeros((b, d - 1))
     with _torch_threads_kept():
         if not align:  # reference: the mean direction's own chart coordinates

@@ -1,6 +1,8 @@
-"""Scale-invariant networks (section 6, appendix F): models, data, the single-run trainer."""
+"""Scale-invariant networks (section 6, appendix F): models, data, the engine for G >= 1 runs."""
 
+from thermosgd.nn.config import TrainConfig
 from thermosgd.nn.data import DATASETS, DataError, Dataset, load_dataset
+from thermosgd.nn.engine import Engine
 from thermosgd.nn.models import (
     ConvNet,
     PreActResNet18,
@@ -9,14 +11,15 @@ from thermosgd.nn.models import (
     scale_invariant_parameters,
     set_parameter_norm,
 )
-from thermosgd.nn.config import TrainConfig
-from thermosgd.nn.trainer import TrainResult, train
+from thermosgd.nn.training import train, train_batched
+from thermosgd.results.rundir import TrainResult
 
 __all__ = [
     "DATASETS",
     "ConvNet",
     "DataError",
     "Dataset",
+    "Engine",
     "PreActResNet18",
     "TrainConfig",
     "TrainResult",
@@ -26,4 +29,5 @@ __all__ = [
     "scale_invariant_parameters",
     "set_parameter_norm",
     "train",
+    "train_batched",
 ]

@@ -34,11 +34,16 @@ import torch.nn.functional as F
 
 from thermosgd import theory
 from thermosgd.entropy import sphere_entropy
+from thermosgd.results.schema import METRIC_COLUMNS
 
 __all__ = [
+    "batched_evaluate",
+    "batched_gradient_statistics",
     "evaluate",
     "gradient_statistics",
+    "log_row",
     "log_schedule",
+    "measure_seed",
     "queue_entropy",
     "state_columns",
 ]
@@ -175,15 +180,32 @@ def evaluate(model, x, y, *, batch_size: int = 1000) -> tuple[float, float]:
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
     model.train()
-    loss, correct = torch.stack([loss, correct.double()]).cpu().tolist()
+    loss, correct = torch.stack([loss, correct.double()]).cpu().tolist()  # log point: one sync
     return loss / x.shape[0], correct / x.shape[0]
+
+
+@torch.no_grad()
+def batched_evaluate(logits_of, x, y, count: int, *, batch_size: int = 1000) -> list[tuple]:
+    """:func:`evaluate` for G configurations at once: ``logits_of(xb)`` returns (G, b, classes)
+    for a test batch xb, with BatchNorm already in evaluation mode. One host sync."""
+    loss = torch.zeros(count, dtype=torch.float64, device=x.device)  # (G,)
+    correct = torch.zeros(count, dtype=torch.int64, device=x.device)  # (G,)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = logits_of(xb)  # (G, b, classes)
+        loss += F.cross_entropy(logits.transpose(1, 2), yb.expand(count, -1),
+                                reduction="none").sum(1).double()
+        correct += (logits.argmax(-1) == yb).sum(1)
+    table = torch.stack([loss / x.shape[0], correct.double() / x.shape[0]],
+                        dim=1).cpu()  # (G, 2); log point: one sync
+    return [tuple(row) for row in table.tolist()]
 
 
 def queue_entropy(queue: torch.Tensor) -> tuple[float, float]:
     """Sphere entropy of the directions in the queue (eq. 26-27) and the total entropy
     S = S_sphere + (d - 1) log r with r the queue's mean norm (eq. 28)."""
     d = queue.shape[1]
-    s_sphere = float(sphere_entropy(queue))
+    s_sphere = float(sphere_entropy(queue))  # log point: host syncs
     mean_norm = float(queue.double().norm(dim=1).mean())
     return s_sphere, float(theory.total_entropy(s_sphere, mean_norm, d))
 
@@ -231,3 +253,25 @@ def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, stoch
              "lambda_eff_theory": math.nan, "lambda_eff_theory_corrected": math.nan,
              "lambda_eff_theory_corrected_logpoint": math.nan}
     return cols
+
+
+def measure_seed(seed: int, iteration: int) -> int:
+    """Seed of the measurement pass's permutation at a log point: its own stream, so measuring
+    never perturbs the mini-batch stream."""
+    return int(np.random.SeedSequence((seed, iteration, 1)).generate_state(1)[0])
+
+
+def log_row(protocol, d: int, iteration: int, stats: dict, test: tuple, window: dict,
+            entropies: tuple) -> dict:
+    """One metrics row: ``schema.METRIC_COLUMNS`` first, then the extras.
+
+    ``stats``: :func:`gradient_statistics`'s dict; ``test``: (loss, accuracy); ``window``: the
+    window means of ``accumulate.WindowSums``; ``entropies``: (sphere, total) (eq. 26-28)."""
+    row = {"iteration": iteration, **stats, "test_loss": test[0], "test_acc": test[1], **window,
+           "entropy_sphere": entropies[0], "entropy": entropies[1]}
+    row |= state_columns(
+        protocol, d, radius=stats["radius"], trace_cov=stats["trace_cov"],
+        full_grad_norm2=stats["full_grad_norm2"], stoch_grad_norm2=window["stoch_grad_norm2"],
+        lambda_eff=window["lambda_eff"])
+    first = list(METRIC_COLUMNS)
+    return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}

@@ -32,10 +32,9 @@ def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | 
               mechanism: str = "auto") -> dict[str, dict]:
     """Train the configurations whose locks this worker gets; returns {run name: {"status",
     "resumed_from"}} (status "running" for those another worker holds). Finished runs are read
-    back, interrupted ones resume from their checkpoints (``thermosgd.nn.batched``)."""
-    from thermosgd.nn.batched import train_batched
+    back, interrupted ones resume from their checkpoints (``thermosgd.nn.training``)."""
+    from thermosgd.nn.training import train, train_batched
     from thermosgd.results.rundir import checkpoint_iteration
-    from thermosgd.nn.trainer import train
 
     held, mine = [], []
     results = {}
@@ -49,7 +48,7 @@ def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | 
                 continue
             held.append(lock)
             mine.append((config, out))
-        if len(mine) == 1:  # the single-run trainer: same trajectory, less per-step overhead
+        if len(mine) == 1:
             config, out = mine[0]
             starts = [checkpoint_iteration(out)]
             done = [train(config, out, dataset=dataset, progress=progress,
@@ -73,7 +72,7 @@ def plan(sweep: Sweep, out: Path, *, data: str | None, scale: float, device: str
     """Check everything, then the groups of configuration indices still to train."""
     configs = sweep.configs(data=data, scale=scale, device=device)
     open_sweep_dir(out, sweep, scale)
-    from thermosgd.nn.trainer import prepare
+    from thermosgd.nn.training import prepare
 
     for config in configs:
         prepare(config, run_dir(out, run_name(config)))

@@ -1,4 +1,8 @@
-"""One network run under one protocol, with every thermodynamic measurement (section 6).
+"""Reference only: the single-run trainer as it was before the one engine (``thermosgd.nn.engine``).
+
+bench_train.py times it against the engine at G = 1; the package never imports it.
+
+One network run under one protocol, with every thermodynamic measurement (section 6).
 
 The scale-invariant weights live in one flat tensor w (d,); the model's parameters are views into
 it, so a protocol's update (``thermosgd.protocols``, eq. 2, 8, 15) is a handful of fused vector

@@ -1,0 +1,176 @@
+"""Network runs from configurations to run directories: ``train`` (one) and ``train_batched`` (G).
+
+Both drive one :class:`~thermosgd.nn.engine.Engine` along the log schedule (appendix F): train to
+the next log point, close the window (divergence), measure, write the metrics, and take a
+checkpoint every ``checkpoint_every`` seconds and at the end. A run directory holds
+``config.json``, ``metrics.parquet`` (one row per log point), ``summary.json`` (stationary means
+over the last logs and the status) and ``checkpoint.pt`` (``thermosgd.results.rundir``). A killed
+run started again with the same configuration resumes from its last checkpoint and ends with
+exactly the metrics of an uninterrupted run. A configuration that diverges is recorded as
+diverged and leaves the batch; the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from thermosgd.nn.config import TrainConfig, load_data, resolve_device
+from thermosgd.nn.data import Dataset
+from thermosgd.nn.engine import MECHANISMS, Engine
+from thermosgd.results import io as _io
+from thermosgd.results.rundir import (
+    KIND,
+    TrainResult,
+    checkpoint_iteration,
+    config_record,
+    finish,
+    read_finished,
+    write_metrics,
+)
+
+__all__ = ["prepare", "train", "train_batched"]
+
+_RUNTIME_FIELDS = ("data", "device")  # may change between a run and its resumption
+
+
+def prepare(config: TrainConfig, out: Path | None) -> None:
+    """Every check that can fail before anything is written: the output directory, and that a
+    directory holding a run holds this run. Raises ValueError."""
+    if out is None:
+        return
+    out = Path(out)
+    _io.check_output_dir(out, KIND)
+    stored = out / "config.json"
+    if stored.is_file():
+        before = json.loads(stored.read_text())["config"]
+        now = config.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        before = defaults | before  # a field added after the run was written reads as its default
+        diff = [k for k in now if k not in _RUNTIME_FIELDS and before.get(k) != now[k]]
+        if diff:
+            changes = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in diff)
+            raise ValueError(f"{out} holds a run with another configuration ({changes}); "
+                             "use a new --out, or the original options to resume it")
+
+
+def train(config: TrainConfig, out: str | Path | None = None, *, dataset: Dataset | None = None,
+          progress: bool = True, checkpoint_every: float = 600.0) -> TrainResult:
+    """Train one configuration; with ``out``, write (and resume) a run directory.
+
+    ``dataset``: an already loaded :class:`~thermosgd.nn.data.Dataset` (else loaded from the
+    config). ``checkpoint_every``: seconds between checkpoints (taken at log points; 0 = every
+    log point). A run that already finished (or diverged) is returned from disk.
+    """
+    return train_batched([config], None if out is None else [out], dataset=dataset,
+                         progress=progress, checkpoint_every=checkpoint_every)[0]
+
+
+def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | None = None, *,
+                  dataset: Dataset | None = None, progress: bool = True,
+                  checkpoint_every: float = 600.0, max_batch: int | None = None,
+                  queue_device: str | None = None,
+                  queue_dtype: torch.dtype = torch.float32,
+                  mechanism: str = "auto") -> list[TrainResult]:
+    """Train ``configs`` (one protocol and architecture) in batches of at most ``max_batch``.
+
+    ``outs``: one run directory per configuration (or None for no files); finished or diverged
+    runs are read back, killed ones resume from their checkpoints. ``queue_device`` (default: the
+    training device; "cpu" keeps the (G, N, d) entropy queues in pinned host memory) and
+    ``queue_dtype`` bound the queues' memory. ``mechanism``: "loop", "vmap" or "auto"
+    (``thermosgd.nn.engine``). Returns one result per configuration, in order.
+    """
+    if not configs:
+        raise ValueError("give at least one configuration")
+    outs = [None] * len(configs) if outs is None else [None if o is None else Path(o) for o in outs]
+    if len(outs) != len(configs):
+        raise ValueError(f"{len(configs)} configurations but {len(outs)} output directories")
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    Engine.check(configs)
+    for config, out in zip(configs, outs):
+        prepare(config, out)
+    device = resolve_device(configs[0].device)
+    data = dataset if dataset is not None else load_data(configs[0], device)
+    results: list[TrainResult | None] = [read_finished(out) for out in outs]
+    # configurations resume together only from the same iteration (a kill between two
+    # checkpoint writes can leave them one log apart): group by the checkpoint's iteration
+    groups: dict[int, list[int]] = {}
+    for i, done in enumerate(results):
+        if done is None:
+            groups.setdefault(checkpoint_iteration(outs[i]), []).append(i)
+    size = max_batch or len(configs)
+    for members in groups.values():
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            engine = Engine([configs[i] for i in chunk], data, device=device,
+                            queue_device=queue_device, queue_dtype=queue_dtype,
+                            mechanism=mechanism)
+            for i, result in zip(chunk, _execute(engine, [outs[i] for i in chunk], progress,
+                                                 checkpoint_every)):
+                results[i] = result
+    return results
+
+
+def _execute(engine: Engine, outs: list[Path | None], progress: bool,
+             checkpoint_every: float) -> list[TrainResult]:
+    """The log schedule of one engine, with its run directories."""
+    engine.load(outs)
+    configs, schedule = engine.configs, engine.schedule
+    if engine.iteration == 0:
+        for config, out in zip(configs, outs):
+            if out is not None:
+                _io.claim_output_dir(out, KIND, config.to_dict())
+                _io.write_json(out / "config.json", config_record(
+                    config, engine.data, engine.d, engine.device, schedule))
+    results: list[TrainResult | None] = [None] * len(configs)
+
+    def retire(i, status, diverged_at):
+        results[i] = finish(configs[i], outs[i], engine.rows[i], status=status,
+                            diverged_at=diverged_at, iteration=engine.iteration, d=engine.d,
+                            seconds=engine.seconds[i])
+        engine.retire(i)
+
+    def share(kind, seconds):  # the batch's time, split evenly over its configurations
+        for i in engine.active:
+            engine.seconds[i][kind] += seconds / len(engine.active)
+
+    cfg = configs[0]
+    count = f" x{len(configs)}" if len(configs) > 1 else ""
+    bar = tqdm(total=cfg.iterations, initial=engine.iteration, unit="it", disable=not progress,
+               dynamic_ncols=True, desc=f"{cfg.model} {cfg.protocol}{count}")
+    last_checkpoint = time.monotonic()
+    try:
+        for stop in schedule[schedule > engine.iteration]:
+            tick = time.monotonic()
+            engine.advance(int(stop), bar)
+            diverged = engine.close_window()
+            share("train", time.monotonic() - tick)
+            for i, at in diverged.items():
+                retire(i, "diverged", at)
+            if not engine.active:
+                break
+            tick = time.monotonic()
+            rows = engine.measure()
+            share("measure", time.monotonic() - tick)
+            for i, row in zip(engine.active, rows):
+                engine.rows[i].append(row)
+                if outs[i] is not None:
+                    write_metrics(outs[i], engine.rows[i])
+            bar.set_postfix(loss=f"{rows[0]['train_loss']:.4f}",
+                            radius=f"{rows[0]['radius']:.4g}")
+            if time.monotonic() - last_checkpoint >= checkpoint_every or stop == schedule[-1]:
+                engine.save(outs)
+                last_checkpoint = time.monotonic()
+    finally:
+        bar.close()
+    for i in list(engine.active):
+        retire(i, "finished", None)
+    return results
