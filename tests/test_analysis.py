@@ -1,11 +1,16 @@
 """V1-V4 checks on synthetic stationary tables built from the closed forms."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from thermosgd import theory
 from thermosgd.analysis import isotropic as analysis
+from thermosgd.cli import main
 from thermosgd.isotropic import IsotropicConfig, grid_protocol
 
 GRID = tuple(np.geomspace(1e-3, 1e-1, 9))
@@ -91,3 +96,59 @@ def test_error_summary_ignores_non_finite():
     out = analysis.error_summary([1.0, np.nan, 3.0], [1.0, 1.0, 2.0])
     assert out["median_rel_error"] == pytest.approx(0.25)
     assert out["max_rel_error"] == pytest.approx(0.5)
+
+
+# --- The numbers of results written by 0.1, pinned before the analysis was reorganised -------
+
+PINNED = Path(__file__).parent / "data" / "pinned"
+V0_1 = Path(__file__).parent / "data" / "v0_1"
+
+
+def _leaves(record, prefix=""):
+    """Every number (or string, None) of a JSON record by its key path."""
+    if isinstance(record, dict):
+        for key, value in record.items():
+            yield from _leaves(value, f"{prefix}{key}/")
+    elif isinstance(record, list):
+        for k, value in enumerate(record):
+            yield from _leaves(value, f"{prefix}{k}/")
+    else:
+        yield prefix.rstrip("/"), record
+
+
+def _assert_same_numbers(found, pinned):
+    found, pinned = dict(_leaves(found)), dict(_leaves(pinned))
+    assert set(found) == set(pinned)
+    for key, value in pinned.items():
+        if isinstance(value, float) and not isinstance(found[key], bool):
+            # the same arithmetic in the same order up to reassociation: 1e-12 relative
+            assert found[key] == pytest.approx(value, rel=1e-12, abs=1e-300, nan_ok=True), key
+        else:
+            assert found[key] == value, key
+
+
+def test_a_0_1_sweep_gives_the_pinned_numbers(tmp_path, capsys):
+    """V1 and Table 4 (with the bootstrap intervals of seed 0, 200 draws) of the 0.1 sweep."""
+    path = Path(shutil.copytree(V0_1 / "sweep", tmp_path / "sweep"))
+    assert main(["analyze", str(path), "--bootstrap", "200"]) == 0
+    found = json.loads((path / "analysis.json").read_text())
+    for key in ("package_version", "git_revision"):
+        found.pop(key)
+    _assert_same_numbers(found, json.loads((PINNED / "sweep_analysis.json").read_text()))
+    renamed = {"rate": "learning_rate", "second": "weight_decay"}  # the 0.1 analysis' names
+    table = pd.read_csv(path / "analysis_table.csv").rename(columns=renamed)
+    pinned = pd.read_csv(PINNED / "sweep_table.csv").rename(columns=renamed)
+    for column in pinned.columns:
+        if pd.api.types.is_float_dtype(pinned[column]):
+            np.testing.assert_allclose(table[column], pinned[column], rtol=1e-12)
+        else:
+            assert table[column].tolist() == pinned[column].tolist(), column
+
+
+def test_a_0_1_isotropic_output_gives_the_pinned_numbers(tmp_path, capsys):
+    """V1-V4 of the three protocols of the 0.1 isotropic output."""
+    path = Path(shutil.copytree(V0_1 / "isotropic", tmp_path / "isotropic"))
+    assert main(["analyze", str(path)]) == 0
+    found = json.loads((path / "checks.json").read_text())["protocols"]
+    pinned = json.loads((PINNED / "isotropic_checks.json").read_text())["protocols"]
+    _assert_same_numbers(found, pinned)
