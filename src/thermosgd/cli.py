@@ -378,7 +378,7 @@ def _prepare_sweep(args, progress):
 def _prepare_results(args):
     """analyze, plot, report: DIR is a sweep, an isotropic output or a folder of them. The
     analysis runs here, so that bad input exits 2 before anything is written."""
-    from thermosgd.report import build as results
+    from thermosgd.report import build as results  # analyse, plot, report any result
 
     bootstrap = getattr(args, "bootstrap", 0)
     analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)
