@@ -54,7 +54,7 @@ def test_plot_and_report_on_an_isotropic_output(iso, tmp_path):
     assert "## fixed LR (η, λ)" in summary and "| check | ours | 95 % interval |" in summary
     assert "](fixed-lr/figure.png)" in summary and "V3 Maxwell relations" in summary
     assert "## Where it misses" in summary and "## Tolerances" in summary
-    assert "borderline: a pass its uncertainty does not settle" in summary
+    assert "Borderline: a pass that its uncertainty does not settle" in summary
 
 
 def test_report_on_a_sweep_is_one_self_contained_page(tiny_sweep, tmp_path, capsys):

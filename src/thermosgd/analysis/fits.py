@@ -2,7 +2,7 @@
 Maxwell relation read off the quadratic (eq. 109), Table 4's normalized coefficients, and a
 residual bootstrap of all of them.
 
-x = log of the rate (η or η_eff), y = log of the second axis (λ, or r on the sphere). One design
+x = log of the rate (η or η_eff), y = log of the grid's other axis (λ, or r on the sphere). One design
 matrix serves every fit: (1, x, y) for the plane, (1, x, y, x², y², x y) for the quadratic
 S = a0 + a1 x + a2 y + a3 x² + a4 y² + a5 x y.
 """
@@ -102,17 +102,16 @@ def _normalized(coef, r, protocol) -> dict:
     return {"a2/R": a[2] / r, "2a4/R": 2 * a[4] / r, "a5/R": a[5] / r}
 
 
-def table4(learning_rate, second, entropy, *, protocol: str, d: int, interior=None,
+def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, interior=None,
            bootstrap: int = 1000, seed: int = 0) -> dict:
-    """V3 as the paper's Table 4, from the quadratic S(log η, log λ) of eq. 34/108 (``second``:
-    λ, the grid's other axis): R², the normalized coefficients (R = (d-1)/2), the relation's
+    """V3 as the paper's Table 4, from the quadratic S(log η, log λ) of eq. 34/108: R², the normalized coefficients (R = (d-1)/2), the relation's
     left side (eq. 109) at the grid's centre over R ("centre/R": 1 for fixed LR, -1 for fixed
     ELR), its max and mean relative error over the points (and over ``interior``), and 95 %
     percentile intervals of R² and the coefficients from a residual ``bootstrap`` of the fit
     drawn with ``seed`` (see :func:`_bootstrap`)."""
     if protocol not in ("fixed-lr", "fixed-elr"):
         raise ValueError(f"Table 4 covers fixed-lr and fixed-elr, not {protocol}")
-    lx, ly = np.log(np.asarray(learning_rate, float)), np.log(np.asarray(second, float))
+    lx, ly = np.log(np.asarray(learning_rate, float)), np.log(np.asarray(weight_decay, float))
     s = np.asarray(entropy, float)
     if np.isfinite(s).sum() < MIN_FIT_POINTS:
         raise ValueError(f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "

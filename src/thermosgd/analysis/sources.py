@@ -20,7 +20,7 @@ from thermosgd.analysis.checks import stationary_checks
 from thermosgd.analysis.fits import MIN_FIT_POINTS, PAPER_TABLE4
 from thermosgd.analysis.tables import converging, usable
 from thermosgd.results import io as _io
-from thermosgd.results.compat import read_stationary, upgrade_stationary
+from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import MANIFEST, grid_axes
 
 __all__ = ["READERS", "Analysis", "analyse_path", "grid_checks", "read_isotropic", "read_sweep",
@@ -131,8 +131,10 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
         setup = {"protocol": protocol, "model": "isotropic noise", "d": config.get("dim"),
                  "sigma": config.get("sigma"), "iterations": config.get("iterations"),
                  "seeds": len(config.get("seeds", [0])), "configurations": int(len(table))}
-        runs = {"diverged": [f"{protocol} point {k}" for k in
-                             np.flatnonzero(table["status"] == "diverged")]}
+        x, y = grid_axes(protocol)
+        diverged = table[table["status"] == "diverged"]
+        runs = {"diverged": [f"{x} {a:g}, {y} {b:g}, seed {s}" for a, b, s in
+                             zip(diverged[x], diverged[y], diverged["seed"])]}
         out.append(Analysis(protocol, protocol, table, checks, setup, runs, None, folder,
                             _mtime([folder / "stationary.csv"])))
     if all(a.skipped and a.table.empty for a in out):
@@ -159,7 +161,6 @@ def write_analysis(path, analyses: list[Analysis]) -> list[Path]:
     path = Path(path)
     tables = [a.table.assign(result=a.name) for a in analyses if not a.table.empty]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["result"])
-    table = upgrade_stationary(table)
     _io.write_csv(path / "analysis_table.csv",
                   table[["result"] + [c for c in table.columns if c != "result"]])
     _io.write_json(path / "analysis.json",

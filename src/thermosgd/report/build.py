@@ -152,6 +152,10 @@ def _section(a: Analysed, analysis: Analysis, root: Path) -> _page.Section:
     figures = {caption: png.relative_to(root)
                for caption, png in _figures.draw(analysis, reuse=True).items()}
     lines = [] if analysis.table.empty else [_setup_line(analysis.setup)]
+    table4 = analysis.checks.get("V3", {}).get("table4", {})
+    if "paper" in table4 and not table4["paper"]:
+        lines.append("the paper's Table 4 has no row for this setup; its predictions are the "
+                     "targets in the tolerance column")
     return _page.Section(title=_title(a, analysis, root),
                          lines=lines + _run_lines(analysis.runs), checks=judge(analysis.checks),
                          figures=figures, no_figure="No figure for this protocol.")

@@ -33,8 +33,8 @@ _CMAP = colormaps["viridis"]
 
 def _names(protocol):
     rate = r"\eta" if protocol == "fixed-lr" else r"\eta_{\mathrm{eff}}"
-    second = "r" if protocol == "fixed-sphere" else r"\lambda"
-    return rate, second
+    other = "r" if protocol == "fixed-sphere" else r"\lambda"
+    return rate, other
 
 
 def _by_level(ax, table, x, y, level, *, fit=None, log_y=True, line="-o", label=None):
@@ -79,8 +79,8 @@ def fig_stationary(analysis, *, fig: Figure | None = None) -> Figure:
     """Six panels of a sweep's stationary values (the layout of the paper's Figure 2)."""
     protocol = analysis.protocol
     table = seed_average(analysis.table)
-    rate_col, second_col = grid_axes(protocol)
-    rate, second = _names(protocol)
+    rate_col, other_col = grid_axes(protocol)
+    rate, other = _names(protocol)
     if fig is None:
         fig = Figure(figsize=(17, 9.5), layout="constrained")
         fig.get_layout_engine().set(wspace=0.08)  # room between a colorbar and the next panel
@@ -89,21 +89,21 @@ def fig_stationary(analysis, *, fig: Figure | None = None) -> Figure:
 
     def smooth(rows, _coef=coef):
         return quadratic_surface(_coef, np.log(rows[rate_col].to_numpy(float)),
-                                 np.log(rows[second_col].to_numpy(float)))
+                                 np.log(rows[other_col].to_numpy(float)))
 
     fit = smooth if coef is not None else None
     panels = [("sigma2", r"$\sigma^2$", True), ("U", "U = mean train loss", True),
               ("temperature", "T", True)]
     for ax, (col, label, log_y) in zip(axes[0], panels):
-        _by_level(ax, table, rate_col, col, second_col, log_y=log_y, label=f"${second}$")
+        _by_level(ax, table, rate_col, col, other_col, log_y=log_y, label=f"${other}$")
         ax.set(xlabel=f"${rate}$", ylabel=label, title=label)
     ax = axes[1, 0]
     measured, sde, corrected = (("lambda_eff", "lambda_eff_theory", "lambda_eff_theory_corrected")
                                 if protocol == "fixed-sphere"
                                 else ("radius", "radius_theory", "radius_theory_corrected"))
-    _by_level(ax, table, rate_col, measured, second_col, line="o", label=f"${second}$")
-    _by_level(ax, table, rate_col, sde, second_col, line="-")
-    _by_level(ax, table, rate_col, corrected, second_col, line=":")
+    _by_level(ax, table, rate_col, measured, other_col, line="o", label=f"${other}$")
+    _by_level(ax, table, rate_col, sde, other_col, line="-")
+    _by_level(ax, table, rate_col, corrected, other_col, line=":")
     ax.legend(handles=[Line2D([], [], marker="o", ls="none", color="0.3", label="measured"),
                        Line2D([], [], color="0.3", label="SDE (eq. 12/20/84)"),
                        Line2D([], [], ls=":", color="0.3", label="corrected (app. G)")],
@@ -111,11 +111,11 @@ def fig_stationary(analysis, *, fig: Figure | None = None) -> Figure:
     symbol = r"\lambda_{\mathrm{eff}}" if protocol == "fixed-sphere" else "r^*"
     ax.set(xlabel=f"${rate}$", ylabel=f"${symbol}$", title=f"V1: ${symbol}$, theory vs measured")
     ax = axes[1, 1]
-    _by_level(ax, table, rate_col, "entropy", second_col, fit=fit, log_y=False, label=f"${second}$")
+    _by_level(ax, table, rate_col, "entropy", other_col, fit=fit, log_y=False, label=f"${other}$")
     ax.set(xlabel=f"${rate}$", ylabel="S", title=f"entropy over ${rate}$ (dashed: eq. 34 fit)")
     ax = axes[1, 2]
-    _by_level(ax, table, second_col, "entropy", rate_col, fit=fit, log_y=False, label=f"${rate}$")
-    ax.set(xlabel=f"${second}$", ylabel="S", title=f"entropy over ${second}$ (dashed: eq. 34 fit)")
+    _by_level(ax, table, other_col, "entropy", rate_col, fit=fit, log_y=False, label=f"${rate}$")
+    ax.set(xlabel=f"${other}$", ylabel="S", title=f"entropy over ${other}$ (dashed: eq. 34 fit)")
     fig.suptitle(f"{_title(analysis)}; {len(table)} stationary grid points, "
                  f"{len(analysis.runs.get('converging', []))} runs still converging (left out)")
     return fig

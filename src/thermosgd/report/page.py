@@ -48,7 +48,7 @@ class Page:
     intro: list[str] = field(default_factory=list)  # paragraphs
     setup: list[tuple[str, str]] = field(default_factory=list)  # key, value (a folded table)
     sections: list[Section] = field(default_factory=list)
-    tolerances: list[str] = field(default_factory=list)
+    tolerances: list[str] = field(default_factory=list)  # the rules; the last one shown open
     empty: str = "Nothing was found to report."  # said when there is no section
 
     def judged(self) -> list[tuple[Section, Check]]:
@@ -141,7 +141,9 @@ def render_markdown(page: Page) -> str:
             out += ["", "</details>", ""]
     out += ["## Where it misses", ""] + [f"- {line}" for line in misses(page)] + [""]
     if page.tolerances:
-        out += ["## Tolerances", ""] + [f"- {line}" for line in page.tolerances] + [""]
+        *rules, last = page.tolerances
+        out += ["## Tolerances", "", last, "", "<details><summary>Every rule</summary>", ""]
+        out += [f"- {line}" for line in rules] + ["", "</details>", ""]
     if page.setup:
         out += ["<details><summary>Setup</summary>", "", "| key | value |", "|---|---|"]
         out += [f"| {_md(k)} | {_md(v)} |" for k, v in page.setup] + ["", "</details>", ""]
@@ -226,8 +228,10 @@ def render_html(page: Page, root: Path) -> str:
     body += ["<h2>Where it misses</h2>", "<ul>"]
     body += [f"<li>{e(line)}</li>" for line in misses(page)] + ["</ul>"]
     if page.tolerances:
-        body += ["<h2>Tolerances</h2>", "<ul>"]
-        body += [f"<li>{e(line)}</li>" for line in page.tolerances] + ["</ul>"]
+        *rules, last = page.tolerances
+        body += ["<h2>Tolerances</h2>", f"<p>{e(last)}</p>",
+                 "<details><summary>Every rule</summary><ul>"]
+        body += [f"<li>{e(line)}</li>" for line in rules] + ["</ul></details>"]
     if page.setup:
         body.append("<details><summary>Setup</summary>")
         body.append(_table(("key", "value"), [_row((e(k), e(v))) for k, v in page.setup]))
