@@ -51,7 +51,9 @@ def test_missing_runs_are_listed_and_too_few_refused(tiny_sweep, tmp_path, capsy
     first = min((out / "runs").iterdir())
     (first / "summary.json").unlink()
     (partial,) = sources.read_sweep(out, bootstrap=0)
-    assert partial.runs["missing"] == [first.name] and len(partial.table) == 8
+    assert partial.runs["missing"] == [first.name] and len(partial.table) == 9
+    assert (partial.table["status"] == "finished").sum() == 8
+    assert partial.checks["n_points"] == 8  # the unfinished point is left out
     for name in [p.name for p in sorted((out / "runs").iterdir())][1:4]:
         (out / "runs" / name / "summary.json").unlink()
     with pytest.raises(SystemExit) as exc:  # 5 finished runs: too few for the quadratic

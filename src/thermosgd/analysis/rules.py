@@ -210,7 +210,7 @@ def _slope(name, key, entry: dict) -> Check:
 
 def _rows(checks: dict, check: str, entry, prefix: str, paper: dict, ci: dict) -> list[Check]:
     """The rows of one check's numbers (nested dicts flattened, labels skipped)."""
-    label = _label(check, entry if isinstance(entry, dict) else None)
+    label = _label(check, checks.get(check))
     rows = []
     items = entry.items() if isinstance(entry, dict) else [("", entry)]
     for metric, value in items:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from thermosgd.analysis.checks import stationary_checks
 from thermosgd.analysis.fits import MIN_FIT_POINTS, PAPER_TABLE4
-from thermosgd.analysis.tables import converging, usable
+from thermosgd.analysis.tables import converging, seed_average
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import MANIFEST, grid_axes
@@ -51,9 +51,10 @@ def _mtime(paths) -> float:
 
 
 def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
-    """A sweep directory (``thermosgd sweep run``): one Analysis. Runs still converging
-    (appendix H) are flagged in the table's ``converging`` column and left out of the checks.
-    Raises ValueError when too little finished to analyse."""
+    """A sweep directory (``thermosgd sweep run``): one Analysis whose table holds every run
+    with its status. Runs still converging (appendix H) are flagged in the ``converging``
+    column; like unfinished ones they are left out by the seed average. Raises ValueError when
+    too little finished to analyse."""
     from thermosgd.sweeps import directory as sweep
 
     spec, _ = sweep.read_sweep_dir(path)
@@ -72,17 +73,21 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
                          "written by `thermosgd train` / `sweep run`?")
     logs = int(spec.train.get("stationary_logs", 30))
     flags = {run: converging(m, logs=logs) for run, m in metrics.groupby("run")}
-    done = done.assign(converging=done["run"].map(flags).fillna(False).astype(bool))
-    done = done.sort_values(list(grid_axes(spec.protocol)))
-    still = done.loc[done["converging"], "run"].tolist()
+    finished = table["status"] == "finished"
+    # every run stays in the table with its status; the seed average leaves out the points
+    # whose seeds did not all finish and settle
+    table = table.assign(converging=table["run"].map(flags).fillna(False).astype(bool)
+                         & finished)
+    table = table.sort_values(list(grid_axes(spec.protocol)), kind="stable")
+    still = table.loc[table["converging"], "run"].tolist()
     if spec.protocol in ("fixed-lr", "fixed-elr"):
-        found = int(np.isfinite(done.loc[usable(done), "entropy"].to_numpy(float)).sum())
+        found = int(np.isfinite(seed_average(table)["entropy"].to_numpy(float)).sum())
         if found < MIN_FIT_POINTS:
             raise ValueError(
                 f"{path}: the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                 f"configurations with an entropy, got {found}: {len(still)} still converging "
                 f"(appendix H), {len(missing)} not finished, {len(diverged)} diverged")
-    checks = stationary_checks(done, bootstrap=bootstrap, seed=seed)
+    checks = stationary_checks(table, bootstrap=bootstrap, seed=seed)
     if "V3" in checks:
         paper = PAPER_TABLE4.get((spec.model, spec.width, spec.dataset), {})
         checks["V3"]["table4"]["paper"] = paper.get(spec.protocol)
@@ -92,7 +97,7 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
              "seeds": len(spec.seeds)}
     runs = {"missing": missing, "diverged": diverged, "converging": still}
     path = Path(path)
-    return [Analysis(spec.name, spec.protocol, done, checks, setup, runs, metrics,
+    return [Analysis(spec.name, spec.protocol, table, checks, setup, runs, metrics,
                      path / "figures", _mtime(path.glob("runs/*/summary.json")))]
 
 
