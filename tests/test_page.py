@@ -40,7 +40,7 @@ def test_markdown_reads_top_down(tmp_path):
 
 
 def test_html_is_self_contained_and_writes_atomically(tmp_path):
-    page_html, summary = write_page(tmp_path, _page(tmp_path))
+    page_html, _ = write_page(tmp_path, _page(tmp_path))
     text = page_html.read_text(encoding="utf-8")
     assert text.count("src='data:image/png;base64,") == 2
     assert text.index("class='count'") < text.index("<figure class='headline'")

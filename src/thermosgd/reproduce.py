@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
-from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
 
 __all__ = ["SCALES", "isotropic_configs", "run_isotropic", "write_result"]
 

@@ -75,7 +75,7 @@ def check_potential_minimum(table: pd.DataFrame) -> dict:
         "potential": "F" if sphere else "G",
         "exact_fraction": float(exact.mean()),
         "within_one_step_fraction": float(near.mean()),
-        "n_points": int(len(table)),
+        "n_points": len(table),
     }
 
 
@@ -168,7 +168,7 @@ def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int =
     avg = seed_average(table)
     protocol = table["protocol"].iloc[0]
     interior = interior_mask(avg)
-    out = {"n_points": int(len(avg)), "n_diverged": int((table["status"] == "diverged").sum()),
+    out = {"n_points": len(avg), "n_diverged": int((table["status"] == "diverged").sum()),
            "V1": check_radius(avg)}
     if _has(avg, "U_theory"):
         out["U"] = error_summary(avg["U"], avg["U_theory"], interior)

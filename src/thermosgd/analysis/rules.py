@@ -131,8 +131,8 @@ def tolerance_lines() -> list[str]:
     lines = [f"{names.get(k, k.replace('V3.table4.', 'V3 Table 4, '))}: {r.describe()}"
              for k, r in _RULES.items()]
     return lines + [
-        f"V3 slopes: within {100 * SLOPE_REL_TOLERANCE:g} % of the target, or within "
-        f"{SLOPE_ABS_TOLERANCE:g} when the target is 0",
+        (f"V3 slopes: within {100 * SLOPE_REL_TOLERANCE:g} % of the target, or within "
+         f"{SLOPE_ABS_TOLERANCE:g} when the target is 0"),
         "V1 SDE where a corrected prediction exists: reported, not judged (appendix G)",
         BORDERLINE]
 

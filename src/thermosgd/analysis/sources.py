@@ -135,7 +135,7 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
         checks = grid_checks(table, bootstrap=bootstrap, seed=seed)
         setup = {"protocol": protocol, "model": "isotropic noise", "d": config.get("dim"),
                  "sigma": config.get("sigma"), "iterations": config.get("iterations"),
-                 "seeds": len(config.get("seeds", [0])), "configurations": int(len(table))}
+                 "seeds": len(config.get("seeds", [0])), "configurations": len(table)}
         x, y = grid_axes(protocol)
         diverged = table[table["status"] == "diverged"]
         runs = {"diverged": [f"{x} {a:g}, {y} {b:g}, seed {s}" for a, b, s in
@@ -160,14 +160,15 @@ def _record(a: Analysis) -> dict:
     return {"protocol": a.protocol, "setup": a.setup, "runs": a.runs, "checks": a.checks}
 
 
-def write_analysis(path, analyses: list[Analysis]) -> list[Path]:
-    """``path/analysis.json`` (every number, with provenance) and ``path/analysis_table.csv``
-    (the stationary tables, a ``result`` column first), written atomically."""
+def write_analysis(path, analyses: list[Analysis], *, index: dict | None = None) -> list[Path]:
+    """``path/analysis.json`` (every number, with provenance; ``index``: what a folder of
+    results holds) and ``path/analysis_table.csv`` (the stationary tables, a ``result`` column
+    first), written atomically."""
     path = Path(path)
     tables = [a.table.assign(result=a.name) for a in analyses if not a.table.empty]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["result"])
     _io.write_csv(path / "analysis_table.csv",
                   table[["result"] + [c for c in table.columns if c != "result"]])
-    _io.write_json(path / "analysis.json",
-                   {"results": {a.name: _record(a) for a in analyses}} | _io.provenance())
+    record = {"results": {a.name: _record(a) for a in analyses}} | _io.provenance()
+    _io.write_json(path / "analysis.json", record if index is None else {"index": index} | record)
     return [path / "analysis.json", path / "analysis_table.csv"]

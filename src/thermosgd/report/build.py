@@ -14,7 +14,6 @@ cannot be analysed is an error.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +88,7 @@ def write_analyses(path, analysed: list[Analysed]) -> list[Path]:
         every += [Analysis(f"{a.name}/{x.name}" if a.path != path else x.name, x.protocol,
                            x.table, x.checks, x.setup) for x in a.analyses]
     if [a.path for a in analysed] != [path]:
-        written += write_analysis(path, every)
-        record = json.loads((path / "analysis.json").read_text())
-        _io.write_json(path / "analysis.json", {"index": index} | record)
+        written += write_analysis(path, every, index=index)
     return written
 
 
@@ -181,8 +178,8 @@ def report(path, *, bootstrap: int = 1000,
              else f"thermosgd report: {path.name} ({len(analysed)} results)")
     setup = [(f"{s.title}", line) for s in sections for line in s.lines[:1]]
     provenance = _io.provenance()
-    setup.append(("thermosgd", f"{provenance['package_version']}, git revision "
-                               f"{provenance['git_revision']}"))
+    revision = f"{provenance['package_version']}, git revision {provenance['git_revision']}"
+    setup.append(("thermosgd", revision))
     written = _page.write_page(path, _page.Page(title=title, intro=[INTRO], setup=setup,
                                                 sections=sections,
                                                 tolerances=tolerance_lines()))

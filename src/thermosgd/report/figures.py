@@ -9,14 +9,18 @@ prediction, Figure 13 the per-log metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from thermosgd.report.figures_isotropic import fig_isotropic
-from thermosgd.report.figures_network import fig_learning_curves, fig_radius_theories, fig_stationary
+from thermosgd.report.figures_network import (
+    fig_learning_curves,
+    fig_radius_theories,
+    fig_stationary,
+)
 from thermosgd.report.plotting import save_figure
 
 __all__ = ["FIGURES", "FigureSpec", "draw", "figures_for"]

@@ -13,8 +13,6 @@ Each is ``fig_<name>(analysis, *, fig=None) -> Figure`` on an
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib import colormaps, ticker
 from matplotlib.cm import ScalarMappable

@@ -133,9 +133,9 @@ def render_markdown(page: Page) -> str:
         if not figures and section.no_figure:
             out += [f"_{section.no_figure}_", ""]
         if section.reported():
-            out += [f"<details><summary>{len(section.reported())} reported numbers (not "
-                    "judged)</summary>", "", "| " + " | ".join(_INFO_HEAD) + " |",
-                    "|---" * len(_INFO_HEAD) + "|"]
+            folded = f"{len(section.reported())} reported numbers (not judged)"
+            out += [f"<details><summary>{folded}</summary>", "",
+                    "| " + " | ".join(_INFO_HEAD) + " |", "|---" * len(_INFO_HEAD) + "|"]
             out += [f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | {_paper(c)} |"
                     for c in section.reported()]
             out += ["", "</details>", ""]
