@@ -69,6 +69,15 @@ def test_checks_follow_the_columns():
     assert "table4" not in sphere["V3"] and sphere["V1"]["quantity"] == "lambda_eff"
 
 
+def test_a_table_in_0_1_column_names_gives_the_same_numbers():
+    table = theory_table("fixed-elr")
+    old = table.rename(columns={"learning_rate": "lr", "weight_decay": "wd",
+                                "sphere_radius": "radius_target"})
+    old = old.assign(diverged=old.pop("status") != "finished")
+    assert checks.stationary_checks(old, bootstrap=0) == checks.stationary_checks(table,
+                                                                                bootstrap=0)
+
+
 def test_too_few_points_for_the_quadratic_skip_table4():
     table = theory_table("fixed-lr")
     small = table[table["learning_rate"].isin(sorted(set(table["learning_rate"]))[:2])

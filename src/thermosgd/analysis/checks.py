@@ -24,6 +24,7 @@ import pandas as pd
 from thermosgd import theory
 from thermosgd.analysis.fits import MIN_FIT_POINTS, entropy_plane, table4
 from thermosgd.analysis.tables import error_summary, grid_indices, interior_mask, seed_average
+from thermosgd.results.compat import upgrade_stationary
 from thermosgd.results.schema import grid_axes
 
 __all__ = ["check_adiabats", "check_entropy_slopes", "check_potential_minimum", "check_radius",
@@ -164,7 +165,8 @@ def check_adiabats(table: pd.DataFrame) -> dict:
 def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Every check the table's protocol and columns allow (see the module's docstring), on the
     seed average of one protocol's stationary table. ``bootstrap`` draws (seeded by ``seed``)
-    give Table 4's 95 % intervals."""
+    give Table 4's 95 % intervals. A table in 0.1's column names is read as it is."""
+    table = upgrade_stationary(table)
     avg = seed_average(table)
     protocol = table["protocol"].iloc[0]
     interior = interior_mask(avg)

@@ -16,6 +16,7 @@ from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
 from thermosgd.analysis.tables import seed_average
+from thermosgd.results.compat import upgrade_stationary
 from thermosgd.results.schema import grid_axes
 
 __all__ = ["Stationary", "log_norm", "log_ticks", "pivot", "save_figure", "stationary"]
@@ -75,6 +76,7 @@ def stationary(table: pd.DataFrame) -> Stationary:
     seed-averaging rule are holes (NaN) in :func:`pivot`."""
     if len(table) == 0:
         raise ValueError("the stationary table is empty")
+    table = upgrade_stationary(table)  # 0.1's column names
     protocols = pd.unique(table["protocol"])
     if len(protocols) != 1 or protocols[0] not in PROTOCOLS:
         raise ValueError(f"expected one protocol out of {sorted(PROTOCOLS)}, got {list(protocols)}")
