@@ -18,7 +18,8 @@ def test_simulate_writes_table_checks_and_report(tmp_path, capsys):
                  "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
     table = pd.read_csv(out / "fixed-lr" / "stationary.csv")
     assert len(table) == 6
-    for column in ("protocol", "lr", "wd", "radius_target", "seed", "radius", "U",
+    for column in ("protocol", "learning_rate", "weight_decay", "sphere_radius", "seed", "status",
+                   "radius", "U",
                    "entropy_sphere", "entropy", "temperature", "pressure", "volume", "lambda_eff"):
         assert column in table
     checks = json.loads((out / "checks.json").read_text())

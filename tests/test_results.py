@@ -1,128 +1,48 @@
-"""analyze, plot and report on an isotropic-model output and on a folder of several results:
-one report format for every kind of result."""
+"""On-disk formats: the one schema, the reader of 0.1 tables, locating results."""
 
 import json
-import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHROMIUM, loaded_figures
 
-from thermosgd.cli import main
-
-TINY = ["--iterations", "6000", "--queue-size", "40", "--queue-every", "25",
-        "--entropy-every", "2000", "--entropy-average", "2", "--stationary-logs", "40",
-        "--no-progress"]
+from thermosgd.results import compat, locate, schema
 
 
-@pytest.fixture(scope="module")
-def iso(tmp_path_factory):
-    """An isotropic output: fixed LR on a 3 x 2 grid (as `thermosgd simulate` writes it)."""
-    out = tmp_path_factory.mktemp("iso") / "iso"
-    assert main(["simulate", "--protocol", "fixed-lr", "--lr", "0.01", "0.03", "0.1",
-                 "--wd", "0.01", "0.1", "--out", str(out), *TINY]) == 0
-    return out
+def test_every_stationary_column_is_spelled_once_with_unit_and_symbol():
+    names = [c.name for c in schema.STATIONARY_COLUMNS]
+    assert len(names) == len(set(names))
+    assert {"learning_rate", "weight_decay", "sphere_radius", "status", "radius", "U",
+            "entropy", "temperature", "pressure", "volume", "lambda_eff"} <= set(names)
+    assert not {"lr", "wd", "radius_target", "diverged", "rate", "second"} & set(names)
+    assert all(c.meaning for c in schema.STATIONARY_COLUMNS)
 
 
-def test_analyze_recomputes_the_isotropic_checks_from_the_stationary_tables(iso, tmp_path,
-                                                                          capsys):
-    work = shutil.copytree(iso, tmp_path / "iso")
-    before = json.loads((work / "checks.json").read_text())
-    (work / "checks.json").unlink()  # analyze rebuilds it from fixed-lr/stationary.csv
-    capsys.readouterr()
-    assert main(["analyze", str(work)]) == 0
-    out = capsys.readouterr().out
-    assert "fixed-lr: " in out and "judged checks pass" in out
-    after = json.loads((work / "checks.json").read_text())
-    assert after["protocols"] == before["protocols"]
-    table = pd.read_csv(work / "analysis_table.csv")
-    assert len(table) == 6 and set(table["protocol"]) == {"fixed-lr"}
+@pytest.mark.parametrize("protocol, axes", [
+    ("fixed-lr", ("learning_rate", "weight_decay")),
+    ("fixed-elr", ("learning_rate", "weight_decay")),
+    ("fixed-sphere", ("learning_rate", "sphere_radius"))])
+def test_grid_axes_of_each_protocol(protocol, axes):
+    assert schema.grid_axes(protocol) == axes
 
 
-def test_plot_and_report_on_an_isotropic_output(iso, tmp_path):
-    work = shutil.copytree(iso, tmp_path / "iso")
-    (work / "fixed-lr" / "figure.png").unlink()
-    assert main(["plot", str(work)]) == 0
-    assert (work / "fixed-lr" / "figure.png").stat().st_size > 10_000
-    assert (work / "fixed-lr" / "figure.pdf").read_bytes().startswith(b"%PDF")
-    drawn = (work / "fixed-lr" / "figure.png").stat().st_mtime_ns
-    assert main(["report", str(work)]) == 0
-    assert (work / "fixed-lr" / "figure.png").stat().st_mtime_ns == drawn  # reused, not redrawn
-    page = (work / "report.html").read_text()
-    assert page.count("src='data:image/png;base64,") == 1
-    summary = (work / "report.md").read_text()
-    assert "## fixed LR (η, λ)" in summary and "| check | value | 95 % interval |" in summary
-    assert "](fixed-lr/figure.png)" in summary and "V3 Maxwell relations" in summary
-    assert "## Where it misses" in summary and "## Tolerances" in summary
+def test_a_0_1_table_is_read_in_the_current_names(tmp_path):
+    old = pd.DataFrame({"protocol": "fixed-sphere", "d": 3, "sigma": 1.0, "seed": [0, 0],
+                        "lr": [0.1, 0.2], "wd": np.nan, "radius_target": [1.0, 1.0],
+                        "diverged": [False, True], "radius": [1.0, np.nan]})
+    old.to_csv(tmp_path / "stationary.csv", index=False)
+    table = compat.read_stationary(tmp_path / "stationary.csv")
+    assert list(table.columns) == ["protocol", "d", "sigma", "seed", "learning_rate",
+                                   "weight_decay", "sphere_radius", "status", "radius"]
+    assert table["status"].tolist() == ["finished", "diverged"]
+    assert compat.upgrade_stationary(table).equals(table)  # a current table stays as it is
 
 
-def _folder(tmp_path, iso, tiny_sweep):
-    """A sweep, an isotropic output, and a sweep with no finished run, side by side."""
-    folder = tmp_path / "all"
-    shutil.copytree(tiny_sweep, folder / "lr-sweep")
-    shutil.copytree(iso, folder / "iso")
-    shutil.copytree(tiny_sweep, folder / "empty-sweep")
-    shutil.rmtree(folder / "empty-sweep" / "runs")
-    (folder / "notes").mkdir()  # not a result: ignored
-    return folder
-
-
-def test_a_folder_of_results_gets_one_report(iso, tiny_sweep, tmp_path, capsys):
-    folder = _folder(tmp_path, iso, tiny_sweep)
-    capsys.readouterr()
-    assert main(["analyze", str(folder), "--bootstrap", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "empty-sweep: not analysed" in out and "no finished run" in out
-    assert "configurations analysed" in out and "(isotropic model)" in out
-    index = json.loads((folder / "analysis.json").read_text())["results"]
-    assert index["lr-sweep"]["kind"] == "sweep" and index["iso"]["kind"] == "isotropic"
-    assert "no finished run" in index["empty-sweep"]["error"]
-    table = pd.read_csv(folder / "analysis_table.csv")
-    assert table.columns[0] == "result"
-    assert (table["result"].value_counts().to_dict()) == {"lr-sweep": 9, "iso": 6}
-    assert (folder / "lr-sweep" / "analysis.json").is_file()
-
-    (folder / "iso" / "fixed-lr" / "figure.png").unlink()  # the report draws what is missing
-    assert main(["report", str(folder), "--bootstrap", "0"]) == 0
-    summary = (folder / "report.md").read_text()
-    for title in ("## lr-sweep: custom", "## iso: fixed LR (η, λ)", "## empty-sweep"):
-        assert title in summary
-    misses = summary.split("## Where it misses")[1]
-    assert "empty-sweep, analysis fails: " in misses and "no finished run" in misses
-    for link in ("lr-sweep/figures/report_stationary_values.png", "iso/fixed-lr/figure.png"):
-        assert f"]({link})" in summary and (folder / link).is_file()
-    page = folder / "report.html"
-    assert page.read_text().count("src='data:image/png;base64,") == 4
-    if CHROMIUM:  # (CI installs it; test_report_nn says so when it is missing)
-        assert loaded_figures(page) == 4
-
-
-def test_a_folder_whose_only_result_fails_is_refused(tiny_sweep, tmp_path, capsys):
-    folder = tmp_path / "one"
-    shutil.copytree(tiny_sweep, folder / "empty-sweep")
-    shutil.rmtree(folder / "empty-sweep" / "runs")
-    for command in ("analyze", "plot", "report"):
-        with pytest.raises(SystemExit) as exc:
-            main([command, str(folder)])
-        assert exc.value.code == 2 and "no finished run" in capsys.readouterr().err
-    assert sorted(p.name for p in folder.iterdir()) == ["empty-sweep"]  # nothing written
-
-
-def test_a_folder_without_results_is_refused(tmp_path, capsys):
-    (tmp_path / "x").mkdir()
-    with pytest.raises(SystemExit) as exc:
-        main(["report", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and "not a sweep directory, an isotropic output" in err
-
-
-def test_an_isotropic_output_without_a_finished_protocol_is_refused(iso, tmp_path, capsys):
-    """A reproduce run killed before its first protocol finished: exit 2, nothing written."""
-    work = shutil.copytree(iso, tmp_path / "iso")
-    (work / "fixed-lr" / "stationary.csv").unlink()
-    before = sorted(p.relative_to(work) for p in work.rglob("*"))
-    for command in ("analyze", "plot", "report"):
-        with pytest.raises(SystemExit) as exc:
-            main([command, str(work)])
-        assert exc.value.code == 2 and "holds no finished protocol" in capsys.readouterr().err
-    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+def test_locate_finds_a_result_or_the_results_in_a_folder(tmp_path):
+    for name, kind in (("a", "sweep"), ("b", "isotropic"), ("c", "train")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / schema.MANIFEST).write_text(json.dumps({"kind": kind}))
+    assert locate.locate(tmp_path / "a") == [("sweep", tmp_path / "a")]
+    assert locate.locate(tmp_path) == [("sweep", tmp_path / "a"), ("isotropic", tmp_path / "b")]
+    with pytest.raises(ValueError, match="not a sweep directory"):
+        locate.locate(tmp_path / "c")

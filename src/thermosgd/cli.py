@@ -126,19 +126,21 @@ def _add_sweep_parsers(sub):
     where = (" DIR is a sweep (`thermosgd sweep run --out`), an isotropic output (`thermosgd "
              "reproduce isotropic --out`) or a folder of them.")
     for name, text, description, bootstrap in (
-            ("analyze", "stationary tables, V1 radii, V3 Table 4, appendix H flags",
-             ("A sweep: DIR/analysis.json, analysis_table.csv (the stationary table) and "
-              "analysis_radius.csv (V1 per configuration). An isotropic output: checks.json "
-              "(V1-V4) and analysis_table.csv. A folder: each result's files, and an index "
-              "analysis.json and one analysis_table.csv with a `result` column." + where), True),
+            ("analyze", "stationary tables, V1-V4, V3 Table 4, appendix H flags",
+             ("Write DIR/analysis.json (every check's numbers per protocol, with what was run) "
+              "and DIR/analysis_table.csv (the stationary tables in the schema's columns, a "
+              "`result` column first). A folder: each result's files, and its own pair with an "
+              "index of the results." + where), True),
             ("plot", "figures (paper Figures 1-10, 12, 13)",
-             ("A sweep: DIR/figures/{stationary,radius_theories,learning_curves}.{png,pdf}. An "
-              "isotropic output: DIR/<protocol>/figure.{png,pdf} (Figures 1, 3, 4)." + where),
+             ("The figures each result's columns allow, PNG and PDF: a sweep's "
+              "DIR/figures/{stationary,radius_theories,learning_curves}, an isotropic output's "
+              "DIR/<protocol>/figure (Figures 1, 3, 4)." + where),
              False),
             ("report", "one self-contained HTML report and a Markdown summary",
-             ("Write DIR/report.html (figures embedded) and DIR/report.md: the setup, every "
-              "check with its value, tolerance and pass/fail, the paper's Table-4 row; one "
-              "section per sweep or isotropic protocol." + where), True)):
+             ("Write DIR/report.html (figures embedded) and DIR/report.md: how many checks "
+              "pass, then per protocol the headline figure, every judged check with its value, "
+              "interval, the paper's value and tolerance, the other figures, and the reported "
+              "numbers folded away." + where), True)):
         reader = sub.add_parser(name, help=text, description=description)
         reader.add_argument("dir", help="a sweep, an isotropic output, or a folder of them")
         if bootstrap:
@@ -352,7 +354,7 @@ def _prepare_sweep(args, progress):
 def _prepare_results(args):
     """analyze, plot, report: DIR is a sweep, an isotropic output or a folder of them. The
     analysis runs here, so that bad input exits 2 before anything is written."""
-    from thermosgd.report import build as results
+    from thermosgd.report import build as results  # analyse, plot, report any result
 
     bootstrap = getattr(args, "bootstrap", 0)
     analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)

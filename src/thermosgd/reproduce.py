@@ -6,8 +6,8 @@
     DIR/<protocol>/config.json      the config, package version and git revision
     DIR/<protocol>/traces.npz       loss/radius logs (thinned) and entropy evaluations
     DIR/<protocol>/figure.png       panels a-e of the paper's figure for that protocol
-    DIR/checks.json                 the V1-V4 numbers (analysis.isotropic_checks)
-    DIR/report.md                   the checks and figures
+    DIR/checks.json                 the V1-V4 numbers (analysis.checks.stationary_checks)
+    DIR/report.html, report.md      the checks and figures (report.build.report)
 
 A protocol whose outputs exist with the same config is not simulated again, so a killed run
 resumes at the protocol it was in.
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thermosgd.analysis.isotropic import isotropic_checks
-from thermosgd.results import io as _io
 from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
+from thermosgd.results import io as _io
+from thermosgd.results.compat import read_stationary
 
-__all__ = ["SCALES", "analyze_isotropic", "isotropic_configs", "run_isotropic", "write_result"]
+__all__ = ["SCALES", "isotropic_configs", "run_isotropic", "write_result"]
 
 KIND = "isotropic"
 _GRID = tuple(np.geomspace(1e-3, 1e-1, 17))
@@ -80,7 +80,7 @@ def _completed(out_dir: Path, config: IsotropicConfig) -> pd.DataFrame | None:
     folder = Path(out_dir) / config.protocol
     try:
         saved = json.loads((folder / "config.json").read_text())["config"]
-        table = pd.read_csv(folder / "stationary.csv")
+        table = read_stationary(folder / "stationary.csv")
     except (OSError, KeyError, ValueError):
         return None
     same = saved == json.loads(json.dumps(asdict(config)))
@@ -109,59 +109,15 @@ def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool
         else:
             log(f"{config.protocol}: found complete results in {out_dir / config.protocol}, kept")
         checks["protocols"][config.protocol] = _checks(table)
-        if figures and "skipped" not in checks["protocols"][config.protocol]:
-            from thermosgd.report.figures_isotropic import figure_isotropic
-
-            figure_isotropic(table, out_dir / config.protocol / "figure.png")
     _io.write_json(out_dir / "checks.json", checks)
     if figures:
-        from thermosgd.report.isotropic import write_report
+        from thermosgd.report.build import report
 
-        write_report(out_dir)
+        report(out_dir)  # draws each protocol's figure.png, writes report.html and report.md
     return checks
 
 
 def _checks(table: pd.DataFrame) -> dict:
-    second = "radius_target" if "radius_target" in table and table["radius_target"].notna().any() \
-        else "wd"
-    if min(table["lr"].nunique(), table[second].nunique()) < 2:
-        return {"skipped": "the checks need at least two values on each grid axis"}
-    return isotropic_checks(table)
+    from thermosgd.analysis.sources import grid_checks
 
-
-def analyze_isotropic(out_dir) -> tuple[dict, dict[str, pd.DataFrame]]:
-    """Recompute the checks of an isotropic output from its ``<protocol>/stationary.csv``.
-
-    Returns (checks, tables): checks as :func:`run_isotropic` writes them to checks.json (the
-    config and timings kept from there), tables protocol -> stationary table. A protocol the
-    manifest names but whose results are missing is listed as skipped. Raises ValueError when
-    ``out_dir`` is not an isotropic output or holds no protocol's results.
-    """
-    out_dir = Path(out_dir)
-    try:
-        manifest = json.loads((out_dir / _io.MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        manifest = {}
-    if manifest.get("kind") != KIND:
-        raise ValueError(f"{out_dir} is not an isotropic output (no thermosgd.json of kind "
-                         "'isotropic'); give the --out of `thermosgd reproduce isotropic`")
-    try:
-        before = json.loads((out_dir / "checks.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        before = {}
-    checks = {"config": before.get("config", manifest.get("config", {})), **_io.provenance(),
-              "protocols": {}, "wall_seconds": before.get("wall_seconds", {})}
-    tables = {}
-    for protocol in manifest.get("config", {}).get("protocols", []):
-        try:
-            tables[protocol] = pd.read_csv(out_dir / protocol / "stationary.csv")
-        except (OSError, ValueError):
-            checks["protocols"][protocol] = {
-                "skipped": f"no results in {protocol}/stationary.csv (run `thermosgd reproduce "
-                           "isotropic` with the same --out again to finish it)"}
-            continue
-        checks["protocols"][protocol] = _checks(tables[protocol])
-    if not tables:
-        raise ValueError(f"{out_dir} holds no finished protocol (no <protocol>/stationary.csv); "
-                         "run `thermosgd reproduce isotropic` with the same --out to finish it")
-    return checks, tables
+    return grid_checks(table)

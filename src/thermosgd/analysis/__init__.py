@@ -1,6 +1,10 @@
-"""Analysis of stationary tables: the isotropic model's V1-V4 (``isotropic``) and a network
-sweep's V1, Table 4 and appendix-H flags (``network``)."""
+"""Analysis of stationary tables: the tables and the one seed-averaging rule (``tables``), the
+entropy fits and Table 4 (``fits``), the numbers of V1-V4 (``checks``), the one tolerance system
+(``rules``) and the readers of result directories (``sources``)."""
 
-from thermosgd.analysis.isotropic import isotropic_checks
+from thermosgd.analysis.checks import isotropic_checks, stationary_checks
+from thermosgd.analysis.rules import Check, Rule, judge
+from thermosgd.analysis.sources import Analysis, analyse_path
 
-__all__ = ["isotropic_checks"]
+__all__ = ["Analysis", "Check", "Rule", "analyse_path", "isotropic_checks", "judge",
+           "stationary_checks"]

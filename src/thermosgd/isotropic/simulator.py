@@ -94,8 +94,8 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
     (eq. 26-28) every ``entropy_every`` steps once full. Stationary values: means over the last
     ``stationary_logs`` logs; entropy = mean of the last ``entropy_average`` evaluations.
 
-    The returned table has one row per grid point with the hyperparameters (protocol, lr, wd,
-    radius_target, seed), the measured stationary values (radius, U, entropy_sphere, entropy,
+    The returned table has one row per grid point with the hyperparameters (protocol, learning_rate,
+    weight_decay, sphere_radius, seed), the status (finished or diverged), the measured stationary values (radius, U, entropy_sphere, entropy,
     lambda_eff), the state variables (temperature, pressure, volume) and the theory columns
     (radius_theory, U_theory, entropy_sphere_theory, entropy_theory, lambda_eff_theory).
     """
@@ -152,6 +152,7 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
 
 
 def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphere, s_total):
+    """One row per grid point, in the columns of :data:`thermosgd.results.schema.STATIONARY_COLUMNS`."""
     d, sigma2 = config.dim, config.sigma**2
     window = slice(max(0, config.n_logs - config.stationary_logs), None)
     last = slice(max(0, s_sphere.shape[1] - config.entropy_average), None)
@@ -171,10 +172,10 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         "d": d,
         "sigma": config.sigma,
         "seed": seeds,
-        "lr": protocol.rate,
-        "wd": nan if sphere else protocol.second,
-        "radius_target": protocol.second if sphere else nan,
-        "diverged": ~alive,
+        "learning_rate": protocol.rate,
+        "weight_decay": nan if sphere else protocol.second,
+        "sphere_radius": protocol.second if sphere else nan,
+        "status": np.where(alive, "finished", "diverged"),
         "radius": r,
         "U": u,
         "entropy_sphere": s_sph,

@@ -1,10 +1,11 @@
 """``thermosgd analyze | plot | report DIR`` on any result directory thermosgd writes.
 
 DIR is a network sweep (``thermosgd sweep run --out``), an isotropic-model output
-(``thermosgd reproduce isotropic --out``), or a folder whose subfolders are such results (say a
-sweep per protocol). Every result is analysed with its own module (``analysis_nn`` or
-``analysis`` through ``reproduce.analyze_isotropic``), and the report of all of them is one
-page in the shared format (``thermosgd.report.page``).
+(``thermosgd reproduce isotropic --out``), or a folder whose subfolders are such results. Each
+result is read into stationary tables (:mod:`thermosgd.analysis.sources`), and from there every
+result goes the same way: the checks its protocol and columns allow, one tolerance system
+(:mod:`thermosgd.analysis.rules`), the figures its columns allow (:mod:`thermosgd.report.figures`)
+and one page (:mod:`thermosgd.report.page`).
 
 In a folder of several results, one that cannot be analysed (an unfinished sweep, too few
 configurations) is reported with its reason and does not stop the others; a single result that
@@ -13,64 +14,43 @@ cannot be analysed is an error.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from thermosgd.analysis.rules import judge, tolerance_lines
+from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
+from thermosgd.report import figures as _figures
 from thermosgd.report import page as _page
 from thermosgd.results import io as _io
+from thermosgd.results.locate import locate
 
-__all__ = ["Analysed", "analyse", "locate", "plot", "report", "summary_lines", "write_analyses"]
+__all__ = ["Analysed", "analyse", "plot", "report", "summary_lines", "write_analyses"]
 
-KINDS = ("sweep", "isotropic")
+_PROTOCOL_NAMES = {"fixed-lr": "fixed LR (η, λ)", "fixed-elr": "fixed ELR (η_eff, λ)",
+                   "fixed-sphere": "fixed sphere (η_eff, r)"}
+INTRO = (
+    "Stationary SGD on a scale-invariant loss, read as an ideal gas: temperature T from the "
+    "learning rate, pressure p = λ (λ_eff on a fixed sphere), volume V = r*²/2. Each grid point "
+    "is the mean over its seeds, and only when every seed finished and is stationary. Checks "
+    "follow the columns measured: V1, the ideal gas law pV = RT with R = (d − 1)/2 (the radius "
+    "r*, or λ_eff on the sphere, against the SDE and, for networks, the appendix-G corrected "
+    "prediction); U and the sphere entropy against the exact von Mises-Fisher state where the "
+    "noise is isotropic (section 5), with V2 (the stationary state minimizes G or F), the "
+    "entropy slopes (V3) and constant entropy along adiabats (V4); and V3 as the paper's "
+    "Table 4: the quadratic entropy fit of eq. 34/108, its Maxwell relation and 95 % bootstrap "
+    "intervals, with the paper's value beside ours where the paper has the same setup.")
 
 
 @dataclass
 class Analysed:
-    kind: str  # "sweep" or "isotropic"
+    kind: str  # the manifest's kind: how the result was read, nothing more
     path: Path
-    result: dict | None = None  # analysis_nn.analyze_sweep's dict, or {"checks", "tables"}
+    analyses: list[Analysis] = field(default_factory=list)  # one per protocol
     error: str | None = None  # why it could not be analysed
 
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def _kind(path: Path) -> str | None:
-    try:
-        return json.loads((path / _io.MANIFEST).read_text()).get("kind")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-
-
-def locate(path) -> list[tuple[str, Path]]:
-    """The results at ``path``: itself, or its subfolders that are results. Raises ValueError."""
-    path = Path(path)
-    kind = _kind(path)
-    if kind in KINDS:
-        return [(kind, path)]
-    found = []
-    if path.is_dir():
-        found = [(k, p) for p in sorted(path.iterdir()) if p.is_dir() and (k := _kind(p)) in KINDS]
-    if not found:
-        raise ValueError(f"{path} is not a sweep directory, an isotropic output or a folder "
-                         "holding them (no thermosgd.json of kind 'sweep' or 'isotropic'); give "
-                         "the --out of `thermosgd sweep run` or `thermosgd reproduce isotropic`")
-    return found
-
-
-def _analyse_one(kind: str, path: Path, bootstrap: int) -> dict:
-    if kind == "sweep":
-        from thermosgd.analysis.network import analyze_sweep
-
-        return analyze_sweep(path, bootstrap=bootstrap)
-    from thermosgd.reproduce import analyze_isotropic
-
-    checks, tables = analyze_isotropic(path)
-    return {"checks": checks, "tables": tables}
 
 
 def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
@@ -82,7 +62,7 @@ def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
     out = []
     for kind, where in located:
         try:
-            out.append(Analysed(kind, where, _analyse_one(kind, where, bootstrap)))
+            out.append(Analysed(kind, where, analyse_path(kind, where, bootstrap=bootstrap)))
         except ValueError as err:
             if len(located) == 1:
                 raise
@@ -93,179 +73,115 @@ def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
     return out
 
 
-def _isotropic_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat([t.assign(protocol=p) for p, t in tables.items()], ignore_index=True)
-
-
 def write_analyses(path, analysed: list[Analysed]) -> list[Path]:
-    """Each result's analysis files in its own folder; for a folder of several results also
-    ``path/analysis.json`` (an index) and ``path/analysis_table.csv`` (every stationary table,
-    a ``result`` column first)."""
-    from thermosgd.analysis.network import write_analysis
-
-    written, tables, index = [], [], {}
+    """Each result's ``analysis.json`` and ``analysis_table.csv`` in its own folder; for a folder
+    of several results also ``path/analysis.json`` (an index) and ``path/analysis_table.csv``
+    (every stationary table, a ``result`` column first)."""
+    path = Path(path)
+    written, index, every = [], {}, []
     for a in analysed:
         if a.error:
             index[a.name] = {"kind": a.kind, "error": a.error}
             continue
-        if a.kind == "sweep":
-            written += write_analysis(a.path, a.result)
-            table = a.result["table"]
-            index[a.name] = {"kind": a.kind, "files": ["analysis.json", "analysis_table.csv",
-                                                       "analysis_radius.csv"]}
-        else:
-            _io.write_json(a.path / "checks.json", a.result["checks"])
-            table = _isotropic_table(a.result["tables"])
-            _io.write_csv(a.path / "analysis_table.csv", table)
-            written += [a.path / "checks.json", a.path / "analysis_table.csv"]
-            index[a.name] = {"kind": a.kind, "files": ["checks.json", "analysis_table.csv"]}
-        tables.append(table.assign(result=a.name))
-    path = Path(path)
+        written += write_analysis(a.path, a.analyses)
+        index[a.name] = {"kind": a.kind, "files": ["analysis.json", "analysis_table.csv"]}
+        every += [Analysis(f"{a.name}/{x.name}" if a.path != path else x.name, x.protocol,
+                           x.table, x.checks, x.setup) for x in a.analyses]
     if [a.path for a in analysed] != [path]:
-        combined = pd.concat(tables, ignore_index=True)
-        combined = combined[["result"] + [c for c in combined.columns if c != "result"]]
-        _io.write_csv(path / "analysis_table.csv", combined)
-        _io.write_json(path / "analysis.json", {"results": index} | _io.provenance())
-        written += [path / "analysis.json", path / "analysis_table.csv"]
+        written += write_analysis(path, every, index=index)
     return written
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _title(a: Analysed, analysis: Analysis, root: Path) -> str:
+    title = _PROTOCOL_NAMES.get(analysis.name, analysis.name)
+    if analysis.name != analysis.protocol:
+        title += f" ({analysis.protocol})"
+    return title if a.path == root else f"{a.name}: {title}"
+
+
+def _setup_line(setup: dict) -> str:
+    model = setup.get("model", "")
+    if setup.get("width") is not None:
+        model += f" k={setup['width']} on {setup.get('dataset')}"
+    facts = [f"{model}, {setup.get('protocol')}"]
+    for key, label in (("d", "d = {}"), ("sigma", "σ = {:g}"), ("iterations", "{} iterations"),
+                       ("configurations", "{} runs"), ("seeds", "{} seed(s)")):
+        if setup.get(key) is not None:
+            facts.append(label.format(setup[key]))
+    return ", ".join(facts)
+
+
+def _run_lines(runs: dict) -> list[str]:
+    labels = {"missing": "missing (not finished)", "diverged": "diverged, left out",
+              "converging": "still converging (appendix H), left out of the checks"}
+    return [f"{labels.get(k, k)}: {', '.join(v)}" for k, v in runs.items() if v]
 
 
 def summary_lines(analysed: list[Analysed]) -> list[str]:
-    """What the analysis found, a few lines per result (the CLI prints them)."""
+    """What the analysis found, a few lines per protocol (the CLI prints them)."""
     lines = []
     for a in analysed:
         if a.error:
             lines.append(f"{a.name}: not analysed: {a.error}")
-        elif a.kind == "sweep":
-            lines += _sweep_lines(a.result)
-        else:
-            lines += _isotropic_lines(a)
-    return lines
-
-
-def _sweep_lines(result: dict) -> list[str]:
-    lines = [f"{result['setup']['sweep']}: {len(result['table'])} configurations analysed"]
-    if result["missing_runs"]:
-        lines.append(f"  missing (not finished): {', '.join(result['missing_runs'])}")
-    if result["converging_runs"]:
-        lines.append(f"  still converging, left out of the fits (appendix H): "
-                     f"{', '.join(result['converging_runs'])}")
-    v1 = result["V1"]
-    lines.append(f"  V1 {v1['quantity']}: median |rel. error| SDE "
-                 f"{_pct(v1['sde']['median_rel_error'])}, corrected "
-                 f"{_pct(v1['corrected']['median_rel_error'])}")
-    if "V3" in result:
-        v3 = result["V3"]
-        coefs = ", ".join(f"{k} {v:.3f}" for k, v in v3.items()
-                          if k.endswith("/R") and isinstance(v, float))
-        lines.append(f"  V3 Table 4: R^2 {v3['r2']:.4f}, {coefs}, Maxwell max "
-                     f"{_pct(v3['max_rel_error'])}, mean {_pct(v3['mean_rel_error'])}")
-    return lines
-
-
-def _isotropic_lines(a: Analysed) -> list[str]:
-    from thermosgd.report.isotropic import checks_table
-
-    rows = checks_table(a.result["checks"])
-    lines = [f"{a.name} (isotropic model): {len(a.result['tables'])} protocols analysed"]
-    for protocol in a.result["checks"]["protocols"]:
-        judged = [r for r in rows if r.protocol == protocol and r.status != "info"]
-        passed = sum(r.status == "pass" for r in judged)
-        failed = [f"{r.check} {r.metric}" for r in judged if r.status != "pass"]
-        lines.append(f"  {protocol}: {passed} of {len(judged)} judged checks pass"
-                     + (f"; not passing: {', '.join(failed)}" if failed else ""))
-    return lines
-
-
-def _isotropic_figures(a: Analysed, formats=(".png",), *, reuse=False) -> dict[str, Path]:
-    """Panels a-e per protocol into ``<protocol>/figure.<format>``; protocol -> PNG path.
-    ``reuse``: keep a PNG newer than its stationary.csv (``reproduce`` drew it already)."""
-    from thermosgd.report.figures_isotropic import draw_isotropic, save_figure
-
-    out = {}
-    for protocol, table in a.result["tables"].items():
-        if "skipped" in a.result["checks"]["protocols"].get(protocol, {}):
             continue
-        png, source = a.path / protocol / "figure.png", a.path / protocol / "stationary.csv"
-        if reuse and png.is_file() and png.stat().st_mtime >= source.stat().st_mtime:
-            out[protocol] = png
-            continue
-        fig = draw_isotropic(table)
-        for suffix in formats:
-            save_figure(fig, a.path / protocol / f"figure{suffix}")
-        out[protocol] = a.path / protocol / "figure.png"
-    return out
+        for analysis in a.analyses:
+            judged = [c for c in judge(analysis.checks) if c.status != "info"]
+            passed = sum(c.status == "pass" for c in judged)
+            failed = [c.name for c in judged if c.status != "pass"]
+            lines.append(f"{analysis.name}: {passed} of {len(judged)} judged checks pass"
+                         + (f"; not passing: {'; '.join(failed)}" if failed else ""))
+            lines += [f"  {line}" for line in _run_lines(analysis.runs)]
+    return lines
 
 
 def plot(path, *, analysed: list[Analysed] | None = None) -> list[Path]:
     """Every figure of every result at ``path``, PNG and PDF; returns the written paths.
     ``analysed``: :func:`analyse`'s answer for ``path``, if already made."""
-    from thermosgd.report.figures_network import plot_sweep
-
     written = []
     for a in analysed if analysed is not None else analyse(path, bootstrap=0):
-        if a.error:
-            continue
-        if a.kind == "sweep":
-            written += plot_sweep(a.path, result=a.result)
-        else:
-            for png in _isotropic_figures(a, formats=(".png", ".pdf")).values():
+        for analysis in a.analyses:
+            for png in _figures.draw(analysis, formats=(".png", ".pdf")).values():
                 written += [png, png.with_suffix(".pdf")]
     return written
+
+
+def _section(a: Analysed, analysis: Analysis, root: Path) -> _page.Section:
+    figures = {caption: png.relative_to(root)
+               for caption, png in _figures.draw(analysis, reuse=True).items()}
+    lines = [] if analysis.table.empty else [_setup_line(analysis.setup)]
+    table4 = analysis.checks.get("V3", {}).get("table4", {})
+    if "paper" in table4 and not table4["paper"]:
+        lines.append("the paper's Table 4 has no row for this setup; its predictions are the "
+                     "targets in the tolerance column")
+    return _page.Section(title=_title(a, analysis, root),
+                         lines=lines + _run_lines(analysis.runs), checks=judge(analysis.checks),
+                         figures=figures, no_figure="No figure for this protocol.")
 
 
 def report(path, *, bootstrap: int = 1000,
            analysed: list[Analysed] | None = None) -> tuple[Path, Path]:
     """Analyse every result at ``path`` and write one ``report.html`` (self-contained) and
-    ``report.md`` there, with a section per sweep and per isotropic protocol; the analysis files
-    and the figures the Markdown links to are written too. ``analysed``: :func:`analyse`'s
-    answer for ``path``, if already made."""
-    from thermosgd.report.isotropic import isotropic_page
-    from thermosgd.report.network import INTRO, TOLERANCE_LINES, sweep_figures, sweep_section
-
+    ``report.md`` there, a section per protocol of each result; the analysis files and the
+    figures the Markdown links to are written too. ``analysed``: :func:`analyse`'s answer for
+    ``path``, if already made."""
     path = Path(path)
     if analysed is None:
         analysed = analyse(path, bootstrap=bootstrap)
-    if len(analysed) == 1 and analysed[0].kind == "isotropic":  # the page as reproduce writes it
-        (a,) = analysed
-        pngs = {p: f.relative_to(path) for p, f in _isotropic_figures(a, reuse=True).items()}
-        written = _page.write_page(path, isotropic_page(a.result["checks"], pngs))
-        write_analyses(path, analysed)
-        return written
-    sections, intro, tolerances = [], [], []
+    sections = []
     for a in analysed:
-        prefix = a.path.relative_to(path)
         if a.error:
             sections.append(_page.Section(title=a.name, checks=[_page.Check(
                 "analysis", None, "", "fail", shown=a.error)]))
             continue
-        if a.kind == "sweep":
-            figures = {k: prefix / v for k, v in sweep_figures(a.path, a.result).items()}
-            section = sweep_section(a.result, figures)
-            if a.path != path and section.title != a.name:
-                section.title = f"{a.name}: {section.title}"
-            sections.append(section)
-            intro, tolerances = _once(intro, INTRO), _once(tolerances, *TOLERANCE_LINES)
-        else:
-            pngs = {p: f.relative_to(path)
-                    for p, f in _isotropic_figures(a, reuse=True).items()}
-            page = isotropic_page(a.result["checks"], pngs)
-            for section in page.sections:  # a folder's isotropic output: its name first
-                section.title = f"{a.name}: {section.title}"
-            sections += page.sections
-            intro = _once(intro, *page.intro[:1])
-            tolerances = _once(tolerances, *page.tolerances)
+        sections += [_section(a, analysis, path) for analysis in a.analyses]
     title = (f"thermosgd report: {analysed[0].name}" if len(analysed) == 1
              else f"thermosgd report: {path.name} ({len(analysed)} results)")
-    written = _page.write_page(path, _page.Page(title=title, intro=intro, sections=sections,
-                                                tolerances=tolerances))
+    setup = [(f"{s.title}", line) for s in sections for line in s.lines[:1]]
+    provenance = _io.provenance()
+    revision = f"{provenance['package_version']}, git revision {provenance['git_revision']}"
+    setup.append(("thermosgd", revision))
+    written = _page.write_page(path, _page.Page(title=title, intro=[INTRO], setup=setup,
+                                                sections=sections,
+                                                tolerances=tolerance_lines()))
     write_analyses(path, analysed)
     return written
-
-
-def _once(items: list[str], *new: str) -> list[str]:
-    return items + [n for n in new if n not in items]

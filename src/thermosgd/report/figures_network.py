@@ -7,39 +7,39 @@
   appendix-G corrected predictions.
 - :func:`fig_learning_curves` (Figure 13): train loss, radius, ||grad L||^2 and Tr Sigma over
   the iterations, one line per configuration.
-:func:`plot_sweep` writes all three as PNG and PDF. Object-oriented matplotlib only (no pyplot).
+Each is ``fig_<name>(analysis, *, fig=None) -> Figure`` on an
+:class:`~thermosgd.analysis.sources.Analysis`; seeds are averaged by the one rule.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 from matplotlib import colormaps, ticker
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from thermosgd.analysis import network as analysis_nn
-from thermosgd.report.figures_isotropic import _log_norm, _log_ticks, save_figure
+from thermosgd.analysis.fits import quadratic_surface
+from thermosgd.analysis.tables import seed_average
+from thermosgd.report.plotting import log_norm, log_ticks
+from thermosgd.results.schema import grid_axes
 
-__all__ = ["fig_learning_curves", "fig_radius_theories", "fig_stationary", "plot_sweep"]
+__all__ = ["fig_learning_curves", "fig_radius_theories", "fig_stationary"]
 
 _CMAP = colormaps["viridis"]
 
 
 def _names(protocol):
     rate = r"\eta" if protocol == "fixed-lr" else r"\eta_{\mathrm{eff}}"
-    second = "r" if protocol == "fixed-sphere" else r"\lambda"
-    return rate, second
+    other = "r" if protocol == "fixed-sphere" else r"\lambda"
+    return rate, other
 
 
 def _by_level(ax, table, x, y, level, *, fit=None, log_y=True, line="-o", label=None):
     """One curve per value of ``level`` over ``x``, colored by it; ``fit`` dashed beside;
     a colorbar labelled ``label`` unless it is None."""
     levels = np.sort(table[level].unique())
-    norm = _log_norm(levels)
+    norm = log_norm(levels)
     for value in levels:
         rows = table[table[level] == value].sort_values(x)
         color = _CMAP(norm(value))
@@ -64,39 +64,44 @@ def _grid_ticks(axis, values):
         axis.set_major_locator(ticker.FixedLocator(values))
         axis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     else:
-        _log_ticks(axis)
+        log_ticks(axis)
 
 
-def fig_stationary(result: dict, fig: Figure | None = None) -> Figure:
+def _title(analysis) -> str:
+    setup = analysis.setup
+    return (f"{analysis.name}: {setup.get('model')} k={setup.get('width')}, "
+            f"{setup.get('dataset')}, {analysis.protocol}, d={setup.get('d')}")
+
+
+def fig_stationary(analysis, *, fig: Figure | None = None) -> Figure:
     """Six panels of a sweep's stationary values (the layout of the paper's Figure 2)."""
-    setup, table = result["setup"], result["table"]
-    table = table[~table["converging"]]
-    protocol = setup["protocol"]
-    rate, second = _names(protocol)
+    protocol = analysis.protocol
+    table = seed_average(analysis.table)
+    rate_col, other_col = grid_axes(protocol)
+    rate, other = _names(protocol)
     if fig is None:
         fig = Figure(figsize=(17, 9.5), layout="constrained")
         fig.get_layout_engine().set(wspace=0.08)  # room between a colorbar and the next panel
     axes = fig.subplots(2, 3)
-    coef = result.get("V3", {}).get("coefficients")
+    coef = analysis.checks.get("V3", {}).get("table4", {}).get("coefficients")
 
     def smooth(rows, _coef=coef):
-        x, y = np.log(rows["rate"].to_numpy()), np.log(rows["second"].to_numpy())
-        a = _coef
-        return a[0] + a[1] * x + a[2] * y + a[3] * x * x + a[4] * y * y + a[5] * x * y
+        return quadratic_surface(_coef, np.log(rows[rate_col].to_numpy(float)),
+                                 np.log(rows[other_col].to_numpy(float)))
 
     fit = smooth if coef is not None else None
     panels = [("sigma2", r"$\sigma^2$", True), ("U", "U = mean train loss", True),
               ("temperature", "T", True)]
     for ax, (col, label, log_y) in zip(axes[0], panels):
-        _by_level(ax, table, "rate", col, "second", log_y=log_y, label=f"${second}$")
+        _by_level(ax, table, rate_col, col, other_col, log_y=log_y, label=f"${other}$")
         ax.set(xlabel=f"${rate}$", ylabel=label, title=label)
     ax = axes[1, 0]
     measured, sde, corrected = (("lambda_eff", "lambda_eff_theory", "lambda_eff_theory_corrected")
                                 if protocol == "fixed-sphere"
                                 else ("radius", "radius_theory", "radius_theory_corrected"))
-    _by_level(ax, table, "rate", measured, "second", line="o", label=f"${second}$")
-    _by_level(ax, table, "rate", sde, "second", line="-")
-    _by_level(ax, table, "rate", corrected, "second", line=":")
+    _by_level(ax, table, rate_col, measured, other_col, line="o", label=f"${other}$")
+    _by_level(ax, table, rate_col, sde, other_col, line="-")
+    _by_level(ax, table, rate_col, corrected, other_col, line=":")
     ax.legend(handles=[Line2D([], [], marker="o", ls="none", color="0.3", label="measured"),
                        Line2D([], [], color="0.3", label="SDE (eq. 12/20/84)"),
                        Line2D([], [], ls=":", color="0.3", label="corrected (app. G)")],
@@ -104,47 +109,48 @@ def fig_stationary(result: dict, fig: Figure | None = None) -> Figure:
     symbol = r"\lambda_{\mathrm{eff}}" if protocol == "fixed-sphere" else "r^*"
     ax.set(xlabel=f"${rate}$", ylabel=f"${symbol}$", title=f"V1: ${symbol}$, theory vs measured")
     ax = axes[1, 1]
-    _by_level(ax, table, "rate", "entropy", "second", fit=fit, log_y=False, label=f"${second}$")
+    _by_level(ax, table, rate_col, "entropy", other_col, fit=fit, log_y=False, label=f"${other}$")
     ax.set(xlabel=f"${rate}$", ylabel="S", title=f"entropy over ${rate}$ (dashed: eq. 34 fit)")
     ax = axes[1, 2]
-    _by_level(ax, table, "second", "entropy", "rate", fit=fit, log_y=False, label=f"${rate}$")
-    ax.set(xlabel=f"${second}$", ylabel="S", title=f"entropy over ${second}$ (dashed: eq. 34 fit)")
-    fig.suptitle(f"{setup['sweep']}: {setup['model']} k={setup['width']}, {setup['dataset']}, "
-                 f"{protocol}, d={setup['d']}; {len(table)} stationary configurations, "
-                 f"{len(result['converging_runs'])} still converging (left out)")
+    _by_level(ax, table, other_col, "entropy", rate_col, fit=fit, log_y=False, label=f"${rate}$")
+    ax.set(xlabel=f"${other}$", ylabel="S", title=f"entropy over ${other}$ (dashed: eq. 34 fit)")
+    fig.suptitle(f"{_title(analysis)}; {len(table)} stationary grid points, "
+                 f"{len(analysis.runs.get('converging', []))} runs still converging (left out)")
     return fig
 
 
-def fig_radius_theories(result: dict, fig: Figure | None = None) -> Figure:
-    """Figure 12: measured against the SDE and the corrected prediction, one point per run."""
-    radius, setup = result["radius"], result["setup"]
-    quantity = result["V1"]["quantity"]
-    measured = radius[quantity]
+def fig_radius_theories(analysis, *, fig: Figure | None = None) -> Figure:
+    """Figure 12: measured against the SDE and the corrected prediction, one point per grid
+    point."""
+    table = seed_average(analysis.table)
+    quantity = analysis.checks["V1"]["quantity"]
+    measured = table[quantity]
     fig = fig or Figure(figsize=(6, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    sde, corrected = radius.columns[3], radius.columns[4]
-    ax.scatter(radius[sde], measured, s=22, label="SDE prediction", edgecolors="k",
+    sde, corrected = table[f"{quantity}_theory"], table[f"{quantity}_theory_corrected"]
+    ax.scatter(sde, measured, s=22, label="SDE prediction", edgecolors="k",
                linewidths=0.3)
-    ax.scatter(radius[corrected], measured, s=22, marker="s",
+    ax.scatter(corrected, measured, s=22, marker="s",
                label="corrected prediction (appendix G)", edgecolors="k", linewidths=0.3)
-    values = np.concatenate([measured, radius[sde], radius[corrected]]).astype(float)
+    values = np.concatenate([measured, sde, corrected]).astype(float)
     values = values[np.isfinite(values) & (values > 0)]
     if values.size:
         span = [values.min() / 1.2, values.max() * 1.2]
         ax.plot(span, span, color="0.4", lw=1, label="equal")
     ax.set(xscale="log", yscale="log", xlabel="predicted", ylabel="measured",
-           title=f"{setup['sweep']}: {quantity}, SDE against corrected")
+           title=f"{analysis.name}: {quantity}, SDE against corrected")
     ax.legend(fontsize="small")
     return fig
 
 
-def fig_learning_curves(metrics: pd.DataFrame, setup: dict, fig: Figure | None = None) -> Figure:
+def fig_learning_curves(analysis, *, fig: Figure | None = None) -> Figure:
     """Figure 13: learning curves of every run, colored by the rate."""
+    metrics = analysis.metrics
     fig = fig or Figure(figsize=(15, 9), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
-    rate, _ = _names(setup["protocol"])
+    rate, _ = _names(analysis.protocol)
     rates = np.sort(metrics["learning_rate"].unique())
-    norm = _log_norm(rates)
+    norm = log_norm(rates)
     columns = [("train_loss", "train loss"), ("radius", "radius ||w||"),
                ("full_grad_norm2", r"$\|\nabla L(\bar w)\|^2$"),
                ("trace_cov", r"Tr $\Sigma_{\bar w}$")]
@@ -157,23 +163,7 @@ def fig_learning_curves(metrics: pd.DataFrame, setup: dict, fig: Figure | None =
         # default labels every minor tick and the labels overlap
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        _log_ticks(ax.xaxis)
+        log_ticks(ax.xaxis)
     fig.colorbar(ScalarMappable(norm, _CMAP), ax=axes.tolist(), label=f"${rate}$", pad=0.01)
-    fig.suptitle(f"{setup['sweep']}: learning curves")
+    fig.suptitle(f"{analysis.name}: learning curves")
     return fig
-
-
-def plot_sweep(path, out=None, *, result: dict | None = None) -> list[Path]:
-    """Every figure of the sweep at ``path`` into ``out`` (default ``path/figures``), PNG and
-    PDF; returns the written paths. ``result``: the sweep's analysis, if already made."""
-    path = Path(path)
-    out = Path(out) if out is not None else path / "figures"
-    result = result if result is not None else analysis_nn.analyze_sweep(path, bootstrap=0)
-    figures = {"stationary": fig_stationary(result),
-               "radius_theories": fig_radius_theories(result),
-               "learning_curves": fig_learning_curves(result["metrics"], result["setup"])}
-    written = []
-    for name, fig in figures.items():
-        for suffix in (".png", ".pdf"):
-            written.append(save_figure(fig, out / f"{name}{suffix}"))
-    return written

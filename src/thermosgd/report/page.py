@@ -1,10 +1,12 @@
-"""One report format for every result thermosgd analyses (isotropic model, network sweeps).
+"""One report format for every result thermosgd analyses.
 
-A :class:`Page` is a title, an introduction, a key/value setup table and :class:`Section`\\ s
-(one per protocol or sweep), each with setup lines, a table of :class:`Check`\\ s and figures. It
+A :class:`Page` is a title, an introduction, :class:`Section`\\ s (one per protocol of a result)
+with their :class:`~thermosgd.analysis.rules.Check` rows and figures, and the tolerances. It
 renders as one self-contained HTML file (the PNGs inlined as base64, nothing fetched) and as a
-Markdown summary that links the same PNGs. Both carry the same facts in the same order: a
-summary count, the sections, the checks that miss or sit near their tolerance, the tolerances.
+Markdown twin that links the same PNGs. Both read top-down in the order a researcher wants:
+what was run and how many checks pass, then per section the headline figure large, the judged
+checks beside the paper's values, the other figures; the informational rows fold away
+(``<details>``); then where it misses and the tolerances.
 """
 
 from __future__ import annotations
@@ -14,33 +16,30 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thermosgd.analysis.rules import Check
 from thermosgd.results import io as _io
 
 __all__ = ["Check", "Page", "Section", "render_html", "render_markdown", "write_page"]
 
 
-@dataclass(frozen=True)
-class Check:
-    """One row of a checks table."""
-
-    name: str  # what is checked
-    value: float | None
-    tolerance: str  # the rule in words; "reported" when the value is not judged
-    status: str  # "pass", "fail", "info" (not judged) or "n/a" (judged but missing)
-    paper: float | None = None  # the paper's value for the same setup, if any
-    interval: str = ""  # 95 % confidence interval, as text
-    shown: str | None = None  # the value as printed, when it says more than the number
-    borderline: bool = False  # a pass near the edge of its tolerance, or not resolved
-    note: str = ""  # why it is borderline, said where the page lists the misses
-
-
 @dataclass
 class Section:
     title: str
-    lines: list[str] = field(default_factory=list)  # setup and remarks, one bullet each
+    lines: list[str] = field(default_factory=list)  # what was run, one bullet each
     checks: list[Check] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG, relative to the page
     no_figure: str = ""  # said when there is no figure
+
+    def judged(self) -> list[Check]:
+        return [c for c in self.checks if c.status != "info"]
+
+    def reported(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "info"]
+
+    def verdict(self) -> str:
+        judged = self.judged()
+        passed = sum(c.status == "pass" for c in judged)
+        return f"{passed} of {len(judged)} pass"
 
 
 @dataclass
@@ -49,11 +48,11 @@ class Page:
     intro: list[str] = field(default_factory=list)  # paragraphs
     setup: list[tuple[str, str]] = field(default_factory=list)  # key, value (a folded table)
     sections: list[Section] = field(default_factory=list)
-    tolerances: list[str] = field(default_factory=list)
+    tolerances: list[str] = field(default_factory=list)  # the rules; the last one shown open
     empty: str = "Nothing was found to report."  # said when there is no section
 
     def judged(self) -> list[tuple[Section, Check]]:
-        return [(s, c) for s in self.sections for c in s.checks if c.status != "info"]
+        return [(s, c) for s in self.sections for c in s.judged()]
 
 
 def value_text(check: Check) -> str:
@@ -95,85 +94,148 @@ def misses(page: Page) -> list[str]:
     return out or ["No judged check fails, is missing or is borderline."]
 
 
-_HEAD = ("check", "value", "95 % interval", "tolerance", "status", "paper")
+_JUDGED_HEAD = ("check", "ours", "95 % interval", "paper", "tolerance", "status")
+_INFO_HEAD = ("number", "value", "95 % interval", "paper")
 
 
 def _md(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_status(c: Check) -> str:
+    return {"fail": "**FAIL**", "n/a": "**n/a**"}.get(c.status, _status(c))
+
+
 def render_markdown(page: Page) -> str:
     out = [f"# {page.title}", ""]
+    out += ["## Summary", "", f"**{summary_line(page)}**", ""]
+    if page.sections:
+        out += ["| result | verdict | what was run |", "|---|---|---|"]
+        out += [f"| {_md(s.title)} | {s.verdict()} | {_md('; '.join(s.lines[:1]))} |"
+                for s in page.sections] + [""]
     for paragraph in page.intro:
         out += [paragraph, ""]
-    if page.setup:
-        out += ["<details><summary>Setup</summary>", "", "| key | value |", "|---|---|"]
-        out += [f"| {_md(k)} | {_md(v)} |" for k, v in page.setup] + ["", "</details>", ""]
-    out += ["## Summary", "", summary_line(page), ""]
     if not page.sections:
         out += [page.empty, ""]
     for section in page.sections:
         out += [f"## {section.title}", ""] + [f"- {line}" for line in section.lines]
         out += [""] if section.lines else []
-        if section.checks:
-            out += ["| " + " | ".join(_HEAD) + " |", "|---" * len(_HEAD) + "|"]
-            for c in section.checks:
-                status = "**FAIL**" if c.status == "fail" else (
-                    "**n/a**" if c.status == "n/a" else _status(c))
-                out.append(f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | "
-                           f"{_md(c.tolerance)} | {status} | {_paper(c)} |")
-            out.append("")
-        for caption, path in section.figures.items():
+        figures = list(section.figures.items())
+        for caption, path in figures[:1]:
             out += [f"![{section.title}: {caption}]({Path(path).as_posix()})", ""]
-        if not section.figures and section.no_figure:
+        if section.judged():
+            out += ["| " + " | ".join(_JUDGED_HEAD) + " |", "|---" * len(_JUDGED_HEAD) + "|"]
+            out += [f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | {_paper(c)} | "
+                    f"{_md(c.tolerance)} | {_md_status(c)} |" for c in section.judged()]
+            out.append("")
+        for caption, path in figures[1:]:
+            out += [f"![{section.title}: {caption}]({Path(path).as_posix()})", ""]
+        if not figures and section.no_figure:
             out += [f"_{section.no_figure}_", ""]
+        if section.reported():
+            folded = f"{len(section.reported())} reported numbers (not judged)"
+            out += [f"<details><summary>{folded}</summary>", "",
+                    "| " + " | ".join(_INFO_HEAD) + " |", "|---" * len(_INFO_HEAD) + "|"]
+            out += [f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | {_paper(c)} |"
+                    for c in section.reported()]
+            out += ["", "</details>", ""]
     out += ["## Where it misses", ""] + [f"- {line}" for line in misses(page)] + [""]
     if page.tolerances:
-        out += ["## Tolerances", ""] + [f"- {line}" for line in page.tolerances] + [""]
+        *rules, last = page.tolerances
+        out += ["## Tolerances", "", last, "", "<details><summary>Every rule</summary>", ""]
+        out += [f"- {line}" for line in rules] + ["", "</details>", ""]
+    if page.setup:
+        out += ["<details><summary>Setup</summary>", "", "| key | value |", "|---|---|"]
+        out += [f"| {_md(k)} | {_md(v)} |" for k, v in page.setup] + ["", "</details>", ""]
     return "\n".join(out)
 
 
-_STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}"
-          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-          ".pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}.info{color:#666}"
-          ".n\\/a{color:#9a6700;font-weight:bold}img{max-width:100%}")
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;"
+    "color:#222;line-height:1.4}h1{margin-bottom:.2em}"
+    "h2{margin-top:2em;border-bottom:2px solid #ddd;padding-bottom:.2em}"
+    ".glance{background:#f6f8fa;border:1px solid #d0d7de;border-radius:8px;padding:1em 1.5em}"
+    ".count{font-size:1.6em;font-weight:600;margin:.2em 0 .5em}"
+    "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #d0d7de;"
+    "padding:4px 10px;text-align:left;vertical-align:top}th{background:#eef1f4}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    ".pass{color:#1a7f37}.fail{color:#cf222e;font-weight:bold}.info{color:#666}"
+    ".n\\/a{color:#9a6700;font-weight:bold}.borderline{color:#9a6700}"
+    "figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}"
+    "figure.headline img{width:100%}"
+    "figcaption{color:#555;font-size:.95em}details{margin:.8em 0}"
+    "summary{cursor:pointer;color:#0969da}.lede{color:#444}")
 # Counts the images that decoded into <body data-figures-loaded>, so a headless browser can check.
 _SCRIPT = ("window.addEventListener('load',()=>{document.body.dataset.figuresLoaded="
            "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});")
 
 
+def _row(cells, classes=()) -> str:
+    classes = list(classes) + [""] * (len(cells) - len(classes))
+    return "<tr>" + "".join(f"<td class='{k}'>{v}</td>" if k else f"<td>{v}</td>"
+                            for v, k in zip(cells, classes)) + "</tr>"
+
+
+def _table(head, rows) -> str:
+    return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows)
+            + "</table>")
+
+
+def _figure(root: Path, caption: str, path, headline=False) -> str:
+    e = html.escape
+    data = base64.b64encode((Path(root) / path).read_bytes()).decode("ascii")
+    kind = " class='headline'" if headline else ""
+    return (f"<figure{kind}><img class='figure' alt='{e(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{e(caption)}</figcaption></figure>")
+
+
 def render_html(page: Page, root: Path) -> str:
     """The page as one HTML file; figure paths are read relative to ``root`` and inlined."""
     e = html.escape
-    body = [f"<h1>{e(page.title)}</h1>"] + [f"<p>{e(p)}</p>" for p in page.intro]
-    if page.setup:
-        body.append("<details><summary>Setup</summary><table>")
-        body += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in page.setup]
-        body.append("</table></details>")
-    body += ["<h2>Summary</h2>", f"<p>{e(summary_line(page))}</p>"]
+    body = [f"<h1>{e(page.title)}</h1>", "<div class='glance'>",
+            f"<div class='count'>{e(summary_line(page))}</div>"]
+    if page.sections:
+        body.append(_table(("result", "verdict", "what was run"), [
+            _row((f"<a href='#s{k}'>{e(s.title)}</a>", e(s.verdict()), e("; ".join(s.lines[:1]))))
+            for k, s in enumerate(page.sections)]))
+    body.append("</div>")
+    body += [f"<p class='lede'>{e(p)}</p>" for p in page.intro]
     if not page.sections:
         body.append(f"<p>{e(page.empty)}</p>")
-    for section in page.sections:
-        body.append(f"<h2>{e(section.title)}</h2>")
+    for k, section in enumerate(page.sections):
+        body.append(f"<h2 id='s{k}'>{e(section.title)}</h2>")
         if section.lines:
             body += ["<ul>"] + [f"<li>{e(line)}</li>" for line in section.lines] + ["</ul>"]
-        if section.checks:
-            body.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in _HEAD) + "</tr>")
-            body += [f"<tr><td>{e(c.name)}</td><td>{e(value_text(c))}</td><td>{e(c.interval)}"
-                     f"</td><td>{e(c.tolerance)}</td><td class='{c.status}'>{e(_status(c))}</td>"
-                     f"<td>{_paper(c)}</td></tr>" for c in section.checks]
-            body.append("</table>")
-        for caption, path in section.figures.items():
-            data = base64.b64encode((Path(root) / path).read_bytes()).decode("ascii")
-            body.append(f"<h3>{e(caption)}</h3><img class='figure' alt='{e(caption)}' "
-                        f"src='data:image/png;base64,{data}'>")
-        if not section.figures and section.no_figure:
+        figures = list(section.figures.items())
+        body += [_figure(root, c, p, headline=True) for c, p in figures[:1]]
+        if section.judged():
+            body.append(_table(_JUDGED_HEAD, [
+                _row((e(c.name), e(value_text(c)), e(c.interval), _paper(c), e(c.tolerance),
+                      e(_status(c))),
+                     ("", "num", "", "num", "", c.status + (" borderline" if c.borderline
+                                                             else "")))
+                for c in section.judged()]))
+        body += [_figure(root, c, p) for c, p in figures[1:]]
+        if not figures and section.no_figure:
             body.append(f"<p><em>{e(section.no_figure)}</em></p>")
+        if section.reported():
+            body.append(f"<details><summary>{len(section.reported())} reported numbers (not "
+                        "judged)</summary>")
+            body.append(_table(_INFO_HEAD, [
+                _row((e(c.name), e(value_text(c)), e(c.interval), _paper(c)), ("", "num"))
+                for c in section.reported()]))
+            body.append("</details>")
     body += ["<h2>Where it misses</h2>", "<ul>"]
     body += [f"<li>{e(line)}</li>" for line in misses(page)] + ["</ul>"]
     if page.tolerances:
-        body += ["<h2>Tolerances</h2>", "<ul>"]
-        body += [f"<li>{e(line)}</li>" for line in page.tolerances] + ["</ul>"]
+        *rules, last = page.tolerances
+        body += ["<h2>Tolerances</h2>", f"<p>{e(last)}</p>",
+                 "<details><summary>Every rule</summary><ul>"]
+        body += [f"<li>{e(line)}</li>" for line in rules] + ["</ul></details>"]
+    if page.setup:
+        body.append("<details><summary>Setup</summary>")
+        body.append(_table(("key", "value"), [_row((e(k), e(v))) for k, v in page.setup]))
+        body.append("</details>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(page.title)}</title>"
             f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head>"
             f"<body>{''.join(body)}</body></html>\n")

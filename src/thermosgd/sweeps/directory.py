@@ -163,7 +163,9 @@ def collect(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`collect`'s two tables, read from the run directories, nothing written."""
+    """:func:`collect`'s two tables, read from the run directories, nothing written. The
+    stationary table is in the schema's columns (:mod:`thermosgd.results.schema`): one row per
+    configuration, its ``status`` (finished, diverged, running, interrupted, pending)."""
     out = Path(out)
     sweep, scale = read_sweep_dir(out)
     logs, rows = [], []
@@ -180,6 +182,8 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             row |= {"iterations_done": summary["iterations_done"],
                     "diverged_at": summary["diverged_at"], "d": summary["d"]}
             row |= summary["stationary"]
+            # U, the stationary mean loss of the schema, is the train loss for a network
+            row["U"] = summary["stationary"].get("train_loss")
         if (run / "metrics.parquet").is_file():
             metrics = pd.read_parquet(run / "metrics.parquet")
             logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
