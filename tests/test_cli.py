@@ -188,5 +188,5 @@ def test_a_train_grid_is_a_sweep_that_analyses(tmp_path, capsys):
     assert main(["sweep", "status", str(out)]) == 0
     assert "finished        9" in capsys.readouterr().out
     assert main(["analyze", str(out), "--bootstrap", "0"]) == 0
-    assert "grid (fixed-lr, 9 configurations)" in capsys.readouterr().out
+    assert "judged checks pass (9 configurations, fixed-lr)" in capsys.readouterr().out
     assert (out / "analysis.json").is_file()

@@ -128,9 +128,10 @@ def summary_lines(analysed: list[Analysed]) -> list[str]:
             judged = [c for c in judge(analysis.checks) if c.status != "info"]
             passed = sum(c.status == "pass" for c in judged)
             failed = [c.name for c in judged if c.status != "pass"]
-            lines.append(f"{analysis.name} ({analysis.protocol}, {len(analysis.table)} "
-                         f"configurations): {passed} of {len(judged)} judged checks pass"
-                         + (f"; not passing: {'; '.join(failed)}" if failed else ""))
+            what = f"{len(analysis.table)} configurations" + (
+                f", {analysis.protocol}" if analysis.protocol != analysis.name else "")
+            lines.append(f"{analysis.name}: {passed} of {len(judged)} judged checks pass "
+                         f"({what})" + (f"; not passing: {'; '.join(failed)}" if failed else ""))
             lines += [f"  {line}" for line in _run_lines(analysis.runs)]
     return lines
 
