@@ -1,6 +1,7 @@
 """One smoke test per subcommand, and every bad-input path: exit code 2, nothing written."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -47,7 +48,8 @@ def test_reproduce_isotropic_quick(tmp_path, capsys):
         assert (out / protocol / "figure.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "fixed-sphere/figure.png" in report
-    assert "22 of 22 judged checks pass" in report
+    passed = re.search(r"(\d+) of (\d+) judged checks pass", report)
+    assert passed and passed.group(1) == passed.group(2), passed
     # V1 holds well inside the grid even at the quick scale
     assert checks["protocols"]["fixed-elr"]["V1"]["interior_median_rel_error"] < 0.05
 

@@ -37,7 +37,12 @@ def test_every_writer_gives_the_mode_open_would(tmp_path, umask, mask):
     io.atomic_write(tmp_path / "a.parquet",
                     lambda tmp: pd.DataFrame({"x": [1]}).to_parquet(tmp))
     io.atomic_write(tmp_path / "a.pt", lambda tmp: torch.save({"x": 1}, tmp))
-    for name in ("a.json", "a.csv", "a.parquet", "a.pt"):
+    from matplotlib.figure import Figure
+
+    from thermosgd.report.plotting import save_figure
+
+    save_figure(Figure(figsize=(1, 1)), tmp_path / "a.png")
+    for name in ("a.json", "a.csv", "a.parquet", "a.pt", "a.png"):
         assert _mode(tmp_path / name) == _mode(plain) == 0o666 & ~mask, name
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 

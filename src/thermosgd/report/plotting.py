@@ -4,8 +4,6 @@ Only the object-oriented Figure API is used (no pyplot): no display, no global r
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
 from thermosgd.analysis.tables import seed_average
+from thermosgd.results import io
 from thermosgd.results.compat import upgrade_stationary
 from thermosgd.results.schema import grid_axes
 
@@ -124,17 +123,10 @@ def log_norm(levels):
 
 
 def save_figure(fig: Figure, path, *, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` atomically (temporary file in the same folder, then os.replace),
-    so that a reader never sees a half-written image. The format follows the suffix."""
+    """Write ``fig`` to ``path`` through the one atomic writer (``results.io``): a reader never
+    sees half an image, and the file gets the mode ``open()`` would give it. The format follows
+    the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; figures are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
     return path
