@@ -24,8 +24,8 @@ def theory_table(protocol, d=3):
     lam = p.pressure(1.0, d) if sphere else nan
     return pd.DataFrame({
         "protocol": protocol, "d": d, "sigma": 1.0, "seed": seeds, "status": "finished",
-        "learning_rate": p.rate, "weight_decay": nan if sphere else p.second,
-        "sphere_radius": p.second if sphere else nan,
+        "learning_rate": p.rate, "weight_decay": nan if sphere else p.weight_decay_or_radius,
+        "sphere_radius": p.weight_decay_or_radius if sphere else nan,
         "radius": r, "U": theory.vmf_mean_loss_asymptotic(t, d), "entropy_sphere": s_sph,
         "entropy": theory.total_entropy(s_sph, r, d), "temperature": t,
         "pressure": p.pressure(1.0, d), "volume": theory.volume(r), "lambda_eff": lam,

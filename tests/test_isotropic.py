@@ -51,7 +51,7 @@ def test_kernel_step_is_eq24_then_protocol_step(name, second):
     logs = [np.zeros((1, 1), np.float32) for _ in range(3)]
     queue = np.zeros((1, 1, d))
     _advance(w, state, np.ones(1, bool), mu, protocol.code, protocol.rate,
-             np.asarray(protocol.second, float), sigma, 0, n, 10**9, 10**9, *logs, queue,
+             np.asarray(protocol.weight_decay_or_radius, float), sigma, 0, n, 10**9, 10**9, *logs, queue,
              _rng.ZIG_X, _rng.ZIG_RATIO)
     for _ in range(n):
         eps = np.empty(d)
@@ -119,7 +119,7 @@ def test_grid_order_and_seeds():
     cfg = _small("fixed-lr", seeds=(0, 1))
     protocol, seeds = grid_protocol(cfg)
     assert protocol.rate.tolist() == [0.01] * 4 + [0.04] * 4
-    assert protocol.second.tolist() == [0.01, 0.01, 0.04, 0.04] * 2
+    assert protocol.weight_decay_or_radius.tolist() == [0.01, 0.01, 0.04, 0.04] * 2
     assert seeds.tolist() == [0, 1] * 4
 
 

@@ -63,8 +63,9 @@ class Protocol:
         raise NotImplementedError
 
     @property
-    def second(self):
-        """The second hyperparameter: weight decay lambda, or the sphere's radius r."""
+    def weight_decay_or_radius(self):
+        """The other hyperparameter: weight decay lambda (the pressure), or the sphere's
+        radius r (it fixes the volume)."""
         raise NotImplementedError
 
     def learning_rate_at(self, norm):
@@ -115,7 +116,7 @@ class FixedSphere(Protocol):
         return self.effective_learning_rate
 
     @property
-    def second(self):
+    def weight_decay_or_radius(self):
         return self.radius
 
     def learning_rate_at(self, norm):
@@ -164,7 +165,7 @@ class FixedELR(Protocol):
         return self.effective_learning_rate
 
     @property
-    def second(self):
+    def weight_decay_or_radius(self):
         return self.weight_decay
 
     def learning_rate_at(self, norm):
@@ -211,7 +212,7 @@ class FixedLR(Protocol):
         return self.learning_rate
 
     @property
-    def second(self):
+    def weight_decay_or_radius(self):
         return self.weight_decay
 
     def learning_rate_at(self, norm):
@@ -238,9 +239,9 @@ class FixedLR(Protocol):
 PROTOCOLS: dict[str, type[Protocol]] = {p.name: p for p in (FixedSphere, FixedELR, FixedLR)}
 
 
-def make_protocol(name: str, rate, second) -> Protocol:
-    """Build a protocol by name from its two hyperparameters (rate: eta or eta_eff; second:
+def make_protocol(name: str, rate, weight_decay_or_radius) -> Protocol:
+    """Build a protocol by name from its two hyperparameters (rate: eta or eta_eff; then
     lambda, or the radius for "fixed-sphere")."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name](rate, second)
+    return PROTOCOLS[name](rate, weight_decay_or_radius)

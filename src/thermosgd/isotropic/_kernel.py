@@ -13,12 +13,12 @@ _LANES = 16  # grid points advanced together per thread, laid out for SIMD (see 
 
 
 @nb.njit(parallel=True, cache=True)
-def _advance(w, state, alive, mu, code, rate, second, sigma, start, stop, log_every,
+def _advance(w, state, alive, mu, code, rate, decay_or_radius, sigma, start, stop, log_every,
              queue_every, loss_log, radius_log, leff_log, queue, zx, zr):  # pragma: no cover
     """Run steps start+1..stop for every grid point; fills logs and the snapshot ring buffer.
 
     w (G, d), state (G, 4) uint64, alive (G,) bool; code: 0 sphere, 1 fixed ELR, 2 fixed LR
-    (``Protocol.code``); rate (G,) eta or eta_eff; second (G,) lambda or r; logs (G, n_logs);
+    (``Protocol.code``); rate (G,) eta or eta_eff; decay_or_radius (G,) lambda or r; logs (G, n_logs);
     queue (G, Q, d). The arithmetic mirrors ``Protocol.step`` exactly (tested).
 
     One point's step is a chain of dependent operations (norm, sqrt, divide, update) that
@@ -43,7 +43,7 @@ def _advance(w, state, alive, mu, code, rate, second, sigma, start, stop, log_ev
                 x[i, p] = w[src, i]
             for j in range(4):
                 st[j, p] = state[src, j]
-            eta[p], snd[p] = rate[src], second[src]
+            eta[p], snd[p] = rate[src], decay_or_radius[src]
         live = alive[lo:lo + m].copy()
         eps = np.empty((d, _LANES))
         draws = np.empty(_LANES, np.uint64)  # scratch of the noise generator

@@ -101,12 +101,12 @@ class IsotropicConfig:
         return self.iterations // self.log_every
 
     @property
-    def second_values(self) -> tuple[float, ...]:
+    def weight_decays_or_radii(self) -> tuple[float, ...]:
         return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
     def grid_size(self) -> int:
-        return len(self.learning_rates) * len(self.second_values) * len(self.seeds)
+        return len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
 
 
 def _floats(values) -> tuple[float, ...]:

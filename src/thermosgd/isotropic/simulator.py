@@ -37,11 +37,11 @@ __all__ = ["IsotropicResult", "simulate", "grid_protocol", "unit_vector"]
 
 def grid_protocol(config: IsotropicConfig):
     """The protocol with (G,) hyperparameter arrays and the (G,) seeds, rate axis outermost."""
-    rate, second, seed = (
+    rate, other, seed = (
         np.array(a) for a in zip(*itertools.product(
-            config.learning_rates, config.second_values, config.seeds))
+            config.learning_rates, config.weight_decays_or_radii, config.seeds))
     )
-    return make_protocol(config.protocol, rate, second), seed.astype(np.int64)
+    return make_protocol(config.protocol, rate, other), seed.astype(np.int64)
 
 
 def unit_vector(d: int, seed: int, stream: int) -> np.ndarray:
@@ -82,8 +82,9 @@ def _kernel_ready() -> bool:
 def _stream_seeds(config: IsotropicConfig, protocol, seeds):
     """SeedSequence entropy per grid point from (seed, protocol, float bits of both hyperparams)."""
     bits = lambda a: np.asarray(a, dtype=np.float64).view(np.uint64)  # noqa: E731
-    rate, second = bits(protocol.rate), bits(np.broadcast_to(protocol.second, protocol.rate.shape))
-    return [(int(s), protocol.code, int(a), int(b)) for s, a, b in zip(seeds, rate, second)]
+    rate = bits(protocol.rate)
+    other = bits(np.broadcast_to(protocol.weight_decay_or_radius, protocol.rate.shape))
+    return [(int(s), protocol.code, int(a), int(b)) for s, a, b in zip(seeds, rate, other)]
 
 
 def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResult:
@@ -114,7 +115,8 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
     leff = np.full((n_points, n_logs) if sphere else (1, 1), np.nan, dtype=np.float32)
     queue = np.zeros((n_points, config.queue_size, d))  # (G, N, d)
     rate = np.ascontiguousarray(protocol.rate, dtype=float)
-    second = np.ascontiguousarray(np.broadcast_to(protocol.second, rate.shape), dtype=float)
+    other = np.ascontiguousarray(np.broadcast_to(protocol.weight_decay_or_radius, rate.shape),
+                                 dtype=float)
 
     eval_at = config.first_entropy_at + config.entropy_every * np.arange(
         config.n_entropy_evaluations)
@@ -127,7 +129,7 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
                unit="it", unit_scale=True, disable=not progress, leave=False)
     start = 0
     for stop in stops:
-        _advance(w, state, alive, mu, protocol.code, rate, second, config.sigma, int(start),
+        _advance(w, state, alive, mu, protocol.code, rate, other, config.sigma, int(start),
                  int(stop), config.log_every, config.queue_every, loss, radius, leff, queue,
                  _rng.ZIG_X, _rng.ZIG_RATIO)
         bar.update(int(stop - start))
@@ -173,8 +175,8 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         "sigma": config.sigma,
         "seed": seeds,
         "learning_rate": protocol.rate,
-        "weight_decay": nan if sphere else protocol.second,
-        "sphere_radius": protocol.second if sphere else nan,
+        "weight_decay": nan if sphere else protocol.weight_decay_or_radius,
+        "sphere_radius": protocol.weight_decay_or_radius if sphere else nan,
         "status": np.where(alive, "finished", "diverged"),
         "radius": r,
         "U": u,

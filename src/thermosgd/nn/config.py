@@ -90,9 +90,9 @@ class TrainConfig:
 
     @property
     def hyperparameters(self) -> tuple[float, float]:
-        """(rate, second): the protocol's two hyperparameters (second = lambda or r)."""
-        second = self.radius if self.protocol == "fixed-sphere" else self.weight_decay
-        return float(self.learning_rate), float(second)
+        """(learning rate, weight decay or radius): the protocol's two hyperparameters."""
+        other = self.radius if self.protocol == "fixed-sphere" else self.weight_decay
+        return float(self.learning_rate), float(other)
 
     def make_protocol(self):
         return make_protocol(self.protocol, *self.hyperparameters)

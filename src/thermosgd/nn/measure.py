@@ -228,28 +228,28 @@ def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, stoch
     """
     sigma2 = trace_cov / (d - 1)
     sphere = protocol.name == "fixed-sphere"
-    rate, second = float(protocol.rate), float(protocol.second)
+    rate, other = float(protocol.rate), float(protocol.weight_decay_or_radius)
     cols = {
         "sigma2": sigma2,
         "temperature": float(protocol.temperature(sigma2, d)),
-        "pressure": lambda_eff if sphere else second,
+        "pressure": lambda_eff if sphere else other,
         "volume": float(theory.volume(radius)),
         "radius_theory": float(protocol.stationary_radius(sigma2, d)),
     }
     if sphere:
         # lambda_eff_discr = eta_eff / (2 r^2) * E||grad L_B(w_bar)||^2, i.e. Tr Sigma -> that
         leff = theory.effective_pressure_from_trace
-        cols |= {"radius_theory_corrected": second, "radius_theory_corrected_logpoint": second,
-                 "lambda_eff_theory": float(leff(rate, second, trace_cov)),
-                 "lambda_eff_theory_corrected": float(leff(rate, second, stoch_grad_norm2)),
+        cols |= {"radius_theory_corrected": other, "radius_theory_corrected_logpoint": other,
+                 "lambda_eff_theory": float(leff(rate, other, trace_cov)),
+                 "lambda_eff_theory_corrected": float(leff(rate, other, stoch_grad_norm2)),
                  "lambda_eff_theory_corrected_logpoint": float(
-                     leff(rate, second, trace_cov + full_grad_norm2))}
+                     leff(rate, other, trace_cov + full_grad_norm2))}
         return cols
     # r*_discr is r*_SDE with Tr Sigma replaced by Tr Sigma + E||grad L||^2 (eq. 119-120)
     cols |= {"radius_theory_corrected": float(theory.stationary_radius_from_trace(
-                 protocol.name, rate, second, stoch_grad_norm2)),
+                 protocol.name, rate, other, stoch_grad_norm2)),
              "radius_theory_corrected_logpoint": float(theory.stationary_radius_from_trace(
-                 protocol.name, rate, second, trace_cov + full_grad_norm2)),
+                 protocol.name, rate, other, trace_cov + full_grad_norm2)),
              "lambda_eff_theory": math.nan, "lambda_eff_theory_corrected": math.nan,
              "lambda_eff_theory_corrected_logpoint": math.nan}
     return cols

@@ -1,7 +1,8 @@
 """Sweep grids: the paper's presets (appendix F, Table 3), TOML files and command-line grids.
 
-A sweep is one protocol on one architecture and dataset over a grid of (rate, second) values,
-rate = eta (fixed LR) or eta_eff (fixed ELR, fixed sphere), second = lambda or r, times seeds.
+A sweep is one protocol on one architecture and dataset over a grid of learning rates (eta for
+fixed LR, eta_eff for fixed ELR and the fixed sphere) times weight decays lambda (or the sphere's
+radii r), times seeds.
 For example ResNet-18 k=4 on CIFAR-10 has 19 LRs 10^(-3+n/6) x 5 WDs 10^(-3+n/2) = 95 fixed-LR
 runs.
 """
@@ -90,7 +91,7 @@ class Sweep:
 
     @property
     def weight_decays_or_radii(self) -> tuple[float, ...]:
-        """The grid's second axis: the weight decays, or the sphere's radii."""
+        """The grid's other axis: the weight decays, or the sphere's radii."""
         return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
@@ -139,7 +140,7 @@ class Sweep:
 _OWN_FIELDS = ("protocol", "model", "width", "dataset", "data", "iterations", "queue_size",
                "learning_rate", "weight_decay", "radius", "seed", "device")
 
-def _second_axis(protocol: str) -> str:
+def _other_axis(protocol: str) -> str:
     return "radii" if protocol == "fixed-sphere" else "weight_decays"
 
 
@@ -160,12 +161,12 @@ def _presets() -> dict[str, Sweep]:
     for setup, (model, k, dataset, iterations, n, wds) in setups.items():
         common = {"model": model, "width": k, "dataset": dataset, "iterations": iterations,
                   "queue_size": n}
-        for protocol, rates, second in (("fixed-lr", lr[model], wds),
+        for protocol, rates, others in (("fixed-lr", lr[model], wds),
                                          ("fixed-elr", elr[model], wds),
                                          ("fixed-sphere", elr[model], radii)):
             name = f"{setup}-{protocol}"
             presets[name] = Sweep(name=name, protocol=protocol, learning_rates=rates,
-                                  **{_second_axis(protocol): second},
+                                  **{_other_axis(protocol): others},
                                   description=f"paper, appendix F (Table 3): {setup}, {protocol}",
                                   **common)
     presets["resnet18x32-cifar10-overparam"] = Sweep(
@@ -182,12 +183,12 @@ def _presets() -> dict[str, Sweep]:
                                         "log_points": 60, "measure_passes": 2,
                                         "label_noise": 0.3}}
     elr_digits = (0.004, 0.006, 0.009, 0.0135, 0.02)
-    for protocol, rates, second in (("fixed-lr", (0.2, 0.4, 0.8, 1.6, 3.2), (0.004, 0.008, 0.016)),
+    for protocol, rates, others in (("fixed-lr", (0.2, 0.4, 0.8, 1.6, 3.2), (0.004, 0.008, 0.016)),
                                      ("fixed-elr", elr_digits, (0.003, 0.01, 0.03)),
                                      ("fixed-sphere", elr_digits, (1.0, 2.0, 4.0))):
         name = f"convnet-digits-{protocol}"
         presets[name] = Sweep(name=name, protocol=protocol, learning_rates=rates,
-                              **{_second_axis(protocol): second}, description="CPU scale, not from the paper: scikit-learn's digits "
+                              **{_other_axis(protocol): others}, description="CPU scale, not from the paper: scikit-learn's digits "
                               "with 30 % label noise, ConvNet k=4, 5 x 3 grid, 6000 steps", **cpu)
     return presets
 
@@ -220,15 +221,15 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
     protocol = table.pop("protocol", None)
     if protocol is None:
         raise ValueError(f"{where}: give protocol = \"fixed-lr\", \"fixed-elr\" or \"fixed-sphere\"")
-    second_key = "radii" if protocol == "fixed-sphere" else "weight_decays"
-    missing = [k for k in ("learning_rates", second_key) if k not in table]
+    other_key = "radii" if protocol == "fixed-sphere" else "weight_decays"
+    missing = [k for k in ("learning_rates", other_key) if k not in table]
     if missing:
         raise ValueError(f"{where}: the {protocol} grid needs {' and '.join(missing)}")
     model = table.pop("model", "convnet")
     if not isinstance(model, str):
         raise ValueError(f"{where}: model must be a string, got {model!r}")
     known = {"name", "width", "dataset", "iterations", "queue_size", "seeds", "train",
-             "description", "learning_rates", second_key}
+             "description", "learning_rates", other_key}
     extra = set(table) - known
     if extra:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; "
@@ -252,7 +253,7 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
                  iterations=table.get("iterations", 10_000),
                  queue_size=table.get("queue_size", 1000),
                  learning_rates=_axis(table["learning_rates"], "learning_rates", where),
-                 **{second_key: _axis(table[second_key], second_key, where)},
+                 **{other_key: _axis(table[other_key], other_key, where)},
                  seeds=tuple(table.get("seeds", (0,))), train=table.get("train", {}),
                  description=table.get("description", f"custom grid from {where}"))
 
@@ -287,20 +288,20 @@ def sweep_from_options(spec: str | None = None, *, name: str | None = None,
     if "weight_decays" in options and "radii" in options:
         raise ValueError("give --wd (fixed-lr, fixed-elr) or --radius (fixed-sphere), not both")
     if spec is None:
-        second = "radii" if options.get("protocol") == "fixed-sphere" else "weight_decays"
-        if not {"protocol", "learning_rates", second} <= set(options):
+        other = "radii" if options.get("protocol") == "fixed-sphere" else "weight_decays"
+        if not {"protocol", "learning_rates", other} <= set(options):
             raise ValueError("give a preset or .toml file, or a grid: --protocol, --lr and --wd "
                              "(or --radius for fixed-sphere)")
         return sweep_from_dict({k: list(v) if isinstance(v, tuple) else v
                                 for k, v in options.items()} | {"name": name or "custom"},
                                where=where)
     base = load_sweep(spec)
-    protocol = options.pop("protocol", base.protocol)  # a new protocol keeps the second axis
-    second = (options.pop("weight_decays", None) or options.pop("radii", None)
+    protocol = options.pop("protocol", base.protocol)  # a new protocol keeps the other axis
+    others = (options.pop("weight_decays", None) or options.pop("radii", None)
               or base.weight_decays_or_radii)
     if "train" in options:
         options["train"] = base.train | options["train"]
-    axes = {"weight_decays": (), "radii": ()} | {_second_axis(protocol): second}
+    axes = {"weight_decays": (), "radii": ()} | {_other_axis(protocol): others}
     return replace(base, protocol=protocol, **axes, **options,
                    **({"name": name} if name else {}))
 
@@ -310,11 +311,11 @@ def describe_presets(presets: dict[str, Sweep] | None = None) -> str:
     presets = PRESETS if presets is None else presets
     lines = [f"{'preset':<34}{'runs':>6}{'iterations':>12}{'N':>6}  grid"]
     for key, p in presets.items():
-        second = "r" if p.protocol == "fixed-sphere" else "lambda"
+        symbol = "r" if p.protocol == "fixed-sphere" else "lambda"
         rate = "eta" if p.protocol == "fixed-lr" else "eta_eff"
         rates, others = p.learning_rates, p.weight_decays_or_radii
         lines.append(f"{key:<34}{p.size:>6}{p.iterations:>12.3g}{p.queue_size:>6}  "
                      f"{len(rates)} {rate} in [{min(rates):.3g}, {max(rates):.3g}] x "
-                     f"{len(others)} {second} in [{min(others):.3g}, {max(others):.3g}]"
+                     f"{len(others)} {symbol} in [{min(others):.3g}, {max(others):.3g}]"
                      f"; {p.description}")
     return "\n".join(lines)
