@@ -121,7 +121,7 @@ class SnapshotQueue:
         """(sphere entropy, total entropy) per configuration once the queue is full (eq. 26-28:
         S = S_sphere + (d - 1) log r, r the queue's mean norm); NaN before. One host sync."""
         count, _, d = self.data.shape
-        if iteration // self.every < self.size:
+        if self.taken(iteration) < self.size:
             return [(math.nan, math.nan)] * count
         s_sphere = np.atleast_1d(sphere_entropy(self.data))  # log point: host syncs
         norms = self.data.double().norm(dim=2).mean(1).cpu().numpy()
