@@ -42,7 +42,8 @@ from thermosgd.results.rundir import (
     write_metrics,
 )
 from thermosgd.nn import measure
-from thermosgd.nn.config import PAPER_WIDTH, TrainConfig, load_data, resolve_device
+from thermosgd.nn.config import PAPER_WIDTH, TrainConfig, resolve_device
+from thermosgd.nn.data import load_data
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters
 

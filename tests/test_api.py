@@ -21,3 +21,17 @@ def test_network_api():
     config = tnn.TrainConfig(protocol="fixed-sphere", learning_rate=0.01, radius=2.0,
                              model="resnet18")
     assert config.width == 4 and config.hyperparameters == (0.01, 2.0)
+
+
+def test_train_config_takes_numpy_numbers_and_refuses_bad_seeds():
+    import numpy as np
+    import pytest
+
+    from thermosgd.nn import TrainConfig
+
+    config = TrainConfig(protocol="fixed-lr", learning_rate=np.float32(0.1),
+                         weight_decay=np.float64(1e-3), seed=np.int64(3))
+    assert isinstance(config.learning_rate, float) and config.seed == 3
+    for seed in (-1, 0.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-3, seed=seed)

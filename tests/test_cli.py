@@ -192,3 +192,30 @@ def test_a_train_grid_is_a_sweep_that_analyses(tmp_path, capsys):
     assert main(["analyze", str(out), "--bootstrap", "0"]) == 0
     assert "judged checks pass (9 configurations, fixed-lr)" in capsys.readouterr().out
     assert (out / "analysis.json").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "100000"], "--batch-size 100000 is too large"),
+    (["--seed", "-1"], "seed must be an integer >= 0"),
+])
+def test_train_options_checked_against_the_data_before_anything_is_written(tmp_path, capsys,
+                                                                            args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.01", *args,
+              "--out", str(out), *TRAIN_TINY])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_help_and_version_need_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom thermosgd.cli import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

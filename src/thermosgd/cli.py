@@ -264,7 +264,9 @@ def _prepare_train(args, progress):
             iterations=args.iterations, queue_size=args.queue_size, device=args.device,
             **{name: getattr(args, name) for name in _TRAIN_FIELDS})
         trainer.prepare(config, args.out)
-        data = nn_config.load_data(config, nn_config.resolve_device(config.device))
+        from thermosgd.nn.data import load_data
+
+        data = load_data(config, nn_config.resolve_device(config.device))
 
         def job():
             result = trainer.train(config, args.out, dataset=data, progress=progress,

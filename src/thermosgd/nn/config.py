@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
-import torch
-
-from thermosgd.nn.data import DATASETS, Dataset, load_dataset
-from thermosgd.nn.models import BN_EPS, MODELS
 from thermosgd.protocols import PROTOCOLS, make_protocol
 
-__all__ = ["PAPER_WIDTH", "TrainConfig", "load_data", "resolve_device"]
+# torch loads only with the data and the device: a config, and the CLI's help, need neither
+__all__ = ["BN_EPS", "DATASETS", "MODEL_NAMES", "PAPER_WIDTH", "TrainConfig", "resolve_device"]
 
+MODEL_NAMES = ("convnet", "resnet18")
+DATASETS = ("cifar10", "cifar100", "digits")
 PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
+BN_EPS = 1e-5  # PyTorch's default, as in the paper's code; see nn.models.build_model
+_FLOATS = ("learning_rate", "weight_decay", "radius", "label_noise", "bn_eps")
+_INTS = ("width", "samples_per_class", "image_size", "iterations", "batch_size", "seed",
+         "init_seed", "head_seed", "queue_size", "queue_every", "log_every", "log_linear_until",
+         "log_points", "stationary_logs", "measure_passes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +55,23 @@ class TrainConfig:
     device: str = "auto"  # "cpu", "cuda", "cuda:1", ...; "auto" takes CUDA when present
 
     def __post_init__(self):
-        _choice("model", self.model, MODELS)
+        for name in _FLOATS:  # NumPy scalars and ints are numbers too; stored as floats
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ValueError(f"{name} must be a number, got {value!r}")
+                object.__setattr__(self, name, float(value))
+        for name in _INTS:
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{name} must be an integer, got {value!r}")
+                object.__setattr__(self, name, int(value))
+        for name in ("seed", "init_seed", "head_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (a random stream), got "
+                                 f"{getattr(self, name)}")
+        _choice("model", self.model, MODEL_NAMES)
         if self.width is None:
             object.__setattr__(self, "width", PAPER_WIDTH[self.model])
         _choice("dataset", self.dataset, DATASETS)
@@ -111,7 +132,9 @@ def _positive(name, value):
         raise ValueError(f"{name} must be positive and finite, got {value!r}")
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> "torch.device":  # noqa: F821 (torch loads inside)
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -122,10 +145,3 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU; "
                          "use --device cpu")
     return dev
-
-
-def load_data(config: TrainConfig, device) -> Dataset:
-    return load_dataset(config.dataset, root=config.data, device=device,
-                        samples_per_class=config.samples_per_class, image_size=config.image_size,
-                        label_noise=config.label_noise)
-

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DATASETS", "NORMALIZATION", "DataError", "Dataset", "load_dataset"]
+from thermosgd.nn.config import DATASETS
 
-DATASETS = ("cifar10", "cifar100", "digits")
+__all__ = ["DATASETS", "NORMALIZATION", "DataError", "Dataset", "load_data", "load_dataset"]
+
 
 # Per-channel (mean, std) of the CIFAR train sets on pixels in [0, 1] (paper, appendix F).
 NORMALIZATION = {
@@ -311,3 +312,17 @@ def _decode_batch(f, where: str, fmt: _CifarFormat):
                         f"{labels.min()}..{labels.max()}")
     # Rows are channel-major (1024 R, 1024 G, 1024 B), each channel row-major: NCHW as is.
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_data(config, device) -> Dataset:
+    """The data a run's ``config`` (TrainConfig) trains on, on ``device``; checked against the
+    batch size."""
+    data = load_dataset(config.dataset, root=config.data, device=device,
+                        samples_per_class=config.samples_per_class, image_size=config.image_size,
+                        label_noise=config.label_noise)
+    if data.num_train // config.batch_size < 2:  # Tr Sigma needs two disjoint batches a pass
+        raise ValueError(f"--batch-size {config.batch_size} is too large for the "
+                         f"{data.num_train} training samples of {config.dataset}: give at most "
+                         f"{data.num_train // 2}")
+    return data
+

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from thermosgd.nn.config import BN_EPS, MODEL_NAMES
+
 __all__ = [
     "BN_EPS",
     "HEAD_NORM",
@@ -34,7 +36,6 @@ __all__ = [
 HEAD_NORM = 10.0  # Frobenius norm of the frozen last layer's weight (appendix F)
 
 
-BN_EPS = 1e-5  # PyTorch's default, as in the paper's code; see build_model for the trade-off
 
 
 def _bn(channels: int, eps: float) -> nn.BatchNorm2d:
@@ -124,6 +125,7 @@ class PreActResNet18(nn.Module):
 
 
 MODELS = {"convnet": ConvNet, "resnet18": PreActResNet18}
+assert tuple(MODELS) == MODEL_NAMES
 
 
 def _check(width, num_classes, in_channels):

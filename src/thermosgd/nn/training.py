@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from thermosgd.nn.config import TrainConfig, load_data, resolve_device
+from thermosgd.nn.config import TrainConfig, resolve_device
+from thermosgd.nn.data import load_data
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.engine import MECHANISMS, Engine
 from thermosgd.results import io as _io

@@ -109,7 +109,8 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
     out = Path(out)
     groups = plan(sweep, out, data=data, scale=scale, device=device, max_batch=max_batch)
     configs = sweep.configs(data=data, scale=scale, device=device)
-    from thermosgd.nn.config import load_data, resolve_device
+    from thermosgd.nn.config import resolve_device
+    from thermosgd.nn.data import load_data
 
     workers = _worker_count(workers, resolve_device(device).type, len(groups))
     if dataset is None and groups and workers == 1:
@@ -175,7 +176,8 @@ _DATA_CACHE: dict = {}  # a worker process loads each dataset once
 
 def _group_task(config_dicts, outs, sweep_dir, options) -> dict[str, dict]:
     """One group of configurations in a worker process (see :func:`run_local`)."""
-    from thermosgd.nn.config import TrainConfig, load_data, resolve_device
+    from thermosgd.nn.config import TrainConfig, resolve_device
+    from thermosgd.nn.data import load_data
 
     configs = [TrainConfig(**c) for c in config_dicts]
     first = configs[0]
@@ -191,7 +193,8 @@ def check_local(sweep: Sweep, out: str | Path, *, data: str | None, scale: float
                 device: str = "auto", max_batch: int | None = None):
     """Everything :func:`run_local` could refuse, checked before anything is written; returns
     the loaded dataset (a missing or bad archive fails here). Raises ValueError."""
-    from thermosgd.nn.config import load_data, resolve_device
+    from thermosgd.nn.config import resolve_device
+    from thermosgd.nn.data import load_data
 
     plan(sweep, Path(out), data=data, scale=scale, device=device, max_batch=max_batch)
     configs = sweep.configs(data=data, scale=scale, device=device)
