@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from thermosgd.entropy._lowdim import _ATAN_TABLE, _atan2
+from thermosgd.entropy._lowdim import _atan2, _atan_unit
 
 _RESCALE = 1e250  # the running product of log J's sums is folded into a log beyond this
 
@@ -26,15 +26,7 @@ def _atan2_right(y, x):  # pragma: no cover - compiled
     so that a loop of them vectorizes; the same operations, so the same bits."""
     ay = abs(y)
     steep = ay > x
-    num, den = min(ay, x), max(ay, x)
-    t = num / den
-    k = int(t * 16.0 + 0.5)
-    c = k * 0.0625
-    r = (t - c) / (1.0 + t * c)
-    r2 = r * r
-    poly = -1.0 / 11.0 + r2 / 13.0
-    poly = -1.0 / 7.0 + r2 * (1.0 / 9.0 + r2 * poly)
-    a = _ATAN_TABLE[k] + (r + r * r2 * (-1.0 / 3.0 + r2 * (0.2 + r2 * poly)))
+    a = _atan_unit(min(ay, x) / max(ay, x))
     a = np.pi / 2 - a if steep else a
     return math.copysign(a, y)
 

@@ -16,6 +16,18 @@ _ATAN_TABLE = np.arctan(np.arange(17) / 16.0)  # atan(k / 16), k = 0..16
 
 
 @njit(cache=True, inline="always")
+def _atan_unit(t):  # pragma: no cover - compiled
+    """atan t for t in [0, 1] (see :func:`_atan2`): table point k/16 plus a Taylor series."""
+    k = int(t * 16.0 + 0.5)
+    c = k * 0.0625
+    r = (t - c) / (1.0 + t * c)
+    r2 = r * r
+    poly = -1.0 / 11.0 + r2 / 13.0
+    poly = -1.0 / 7.0 + r2 * (1.0 / 9.0 + r2 * poly)
+    return _ATAN_TABLE[k] + (r + r * r2 * (-1.0 / 3.0 + r2 * (0.2 + r2 * poly)))
+
+
+@njit(cache=True, inline="always")
 def _atan2(y, x):  # pragma: no cover - compiled
     """atan2 within 2 ulp (1 ulp for small angles), about twice as fast as libm's.
 
@@ -29,14 +41,7 @@ def _atan2(y, x):  # pragma: no cover - compiled
     num, den = (ax, ay) if steep else (ay, ax)
     if not (0.0 < den < np.inf):
         return np.arctan2(y, x)
-    t = num / den
-    k = int(t * 16.0 + 0.5)
-    c = k * 0.0625
-    r = (t - c) / (1.0 + t * c)
-    r2 = r * r
-    poly = -1.0 / 11.0 + r2 / 13.0
-    poly = -1.0 / 7.0 + r2 * (1.0 / 9.0 + r2 * poly)
-    a = _ATAN_TABLE[k] + (r + r * r2 * (-1.0 / 3.0 + r2 * (0.2 + r2 * poly)))
+    a = _atan_unit(num / den)
     if steep:
         a = np.pi / 2 - a
     if x < 0.0:

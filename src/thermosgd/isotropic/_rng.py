@@ -93,17 +93,8 @@ def normal_lanes(st, out, draws, zx, zr):
     lanes = out.shape[0]
     rejected = 0
     for p in range(lanes):
-        s0, s1, s2, s3 = st[0, p], st[1, p], st[2, p], st[3, p]
-        m = s1 * uint64(5)
-        b = ((m << uint64(7)) | (m >> uint64(57))) * uint64(9)
-        t = s1 << uint64(17)
-        s2 ^= s0
-        s3 ^= s1
-        s1 ^= s2
-        s0 ^= s3
-        s2 ^= t
-        st[0, p], st[1, p], st[2, p] = s0, s1, s2
-        st[3, p] = (s3 << uint64(45)) | (s3 >> uint64(19))
+        b, st[0, p], st[1, p], st[2, p], st[3, p] = xoshiro_next(st[0, p], st[1, p], st[2, p],
+                                                                 st[3, p])
         draws[p] = b
         k = int64(b & uint64(255))
         u = float(int64(b >> uint64(11))) * (2.0 * _M53) - 1.0  # [-1, 1)
