@@ -135,3 +135,14 @@ def test_a_read_only_destination_is_one_line(tmp_path, capsys, monkeypatch):
                                "10", "--entropy-every", "1000", "--stationary-logs", "5",
                                "--no-progress", "--out", str(tmp_path / "iso")])
     assert code == 2 and "read-only" in err and "thermosgd.json" in err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
+    from thermosgd import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_prepare", lambda args: interrupted)
+    code, err = _exit(capsys, ["sweep", "list"])
+    assert code == 130 and "run the same command again to resume" in err
