@@ -31,6 +31,12 @@ def _add_isotropic_options(parser, *, defaults):
                    help="stationary entropy = mean of the last this-many evaluations")
 
 
+def _add_wait(parser):
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is writing --out, wait for it to finish "
+                             "instead of stopping (default: stop with its pid and host)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dataclasses import fields
 
@@ -55,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", type=int, nargs="+", default=[0])
     sim.add_argument("--out", required=True, help="output directory (new, empty or a previous run)")
     sim.add_argument("--no-progress", action="store_true")
+    _add_wait(sim)
     _add_isotropic_options(sim, defaults=defaults)
 
     rep = sub.add_parser("reproduce", help="reproduce a part of the paper")
@@ -67,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
+    _add_wait(iso)
     _add_train_parser(sub)
     _add_sweep_parsers(sub)
     return parser
@@ -205,6 +213,7 @@ def _add_train_parser(sub):
     tr.add_argument("--checkpoint-every", type=float, default=600.0,
                     help="seconds between checkpoints, taken at log points (default 600)")
     tr.add_argument("--no-progress", action="store_true")
+    _add_wait(tr)
 
 
 def _prepare(args):
@@ -234,7 +243,7 @@ def _prepare(args):
     _io.check_output_dir(args.out, KIND)
 
     def job():
-        run_isotropic(args.out, scale, configs=configs, progress=progress)
+        run_isotropic(args.out, scale, configs=configs, progress=progress, wait=args.wait)
         return f"wrote {args.out}/report.md"
 
     return job
@@ -263,16 +272,18 @@ def _prepare_train(args, progress):
             radius=args.radius[0] if args.radius else None, seed=args.seed[0],
             iterations=args.iterations, queue_size=args.queue_size, device=args.device,
             **{name: getattr(args, name) for name in _TRAIN_FIELDS})
-        trainer.prepare(config, args.out)
+        trainer.prepare(config, args.out, checkpoint=True)
         from thermosgd.nn.data import load_data
 
         data = load_data(config, nn_config.resolve_device(config.device))
 
         def job():
             result = trainer.train(config, args.out, dataset=data, progress=progress,
-                                   checkpoint_every=args.checkpoint_every)
+                                   checkpoint_every=args.checkpoint_every, wait=args.wait)
             if result.summary["status"] == "diverged":
-                return f"diverged at iteration {result.summary['diverged_at']}; wrote {args.out}"
+                why = f" ({result.summary['reason']})" if result.summary.get("reason") else ""
+                return (f"diverged at iteration {result.summary['diverged_at']}{why}; wrote "
+                        f"{args.out}")
             return f"finished {result.summary['iterations_done']} iterations; wrote {args.out}"
         return job
     from pathlib import Path

@@ -22,7 +22,7 @@ from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
 from thermosgd.report import figures as _figures
 from thermosgd.report import page as _page
 from thermosgd.results import io as _io
-from thermosgd.results.locate import locate
+from thermosgd.results.locate import damage, locate
 
 __all__ = ["Analysed", "analyse", "plot", "report", "summary_lines", "write_analyses"]
 
@@ -61,6 +61,9 @@ def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
     located = locate(path)
     out = []
     for kind, where in located:
+        if kind == "damaged":  # its manifest cannot be read: named, the others go on
+            out.append(Analysed(kind, where, error=damage(where)))
+            continue
         try:
             out.append(Analysed(kind, where, analyse_path(kind, where, bootstrap=bootstrap)))
         except ValueError as err:
@@ -113,7 +116,8 @@ def _setup_line(setup: dict) -> str:
 
 def _run_lines(runs: dict) -> list[str]:
     labels = {"missing": "missing (not finished)", "diverged": "diverged, left out",
-              "converging": "still converging (appendix H), left out of the checks"}
+              "converging": "still converging (appendix H), left out of the checks",
+              "damaged": "damaged, left out"}
     return [f"{labels.get(k, k)}: {', '.join(v)}" for k, v in runs.items() if v]
 
 

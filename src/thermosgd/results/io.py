@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from thermosgd._version import __version__
-from thermosgd.results.schema import MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
+from thermosgd.results.schema import LOCK_FILE, MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
 
 
 
@@ -104,8 +104,8 @@ def check_output_dir(path: Path, kind: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} is a file; give a directory (new or empty)")
-    if not path.exists() or not any(path.iterdir()):
-        return
+    if not path.exists() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return  # new, empty, or left by a process killed before it wrote anything
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise ValueError(
