@@ -151,6 +151,10 @@ def _add_sweep_parsers(sub):
               "numbers folded away." + where), True)):
         reader = sub.add_parser(name, help=text, description=description)
         reader.add_argument("dir", help="a sweep, an isotropic output, or a folder of them")
+        reader.add_argument("--out", default=None,
+                            help="write the files here, laid out as under DIR, instead of "
+                                 "into DIR (for results you cannot or should not write to; "
+                                 "default: DIR)")
         if bootstrap:
             reader.add_argument("--bootstrap", type=int, default=1000,
                                 help="bootstrap resamples for the fit's intervals (0: none)")
@@ -370,18 +374,19 @@ def _prepare_results(args):
     from thermosgd.report import build as results  # analyse, plot, report any result
 
     bootstrap = getattr(args, "bootstrap", 0)
-    analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)
+    analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap,
+                               out=args.out)
     if args.command == "plot":
         return lambda: "wrote " + ", ".join(
             str(p) for p in results.plot(args.dir, analysed=analysed))
     if args.command == "report":
         def report_job():
-            page, summary = results.report(args.dir, analysed=analysed)
+            page, summary = results.report(args.dir, analysed=analysed, out=args.out)
             return f"wrote {page} and {summary}"
         return report_job
 
     def analyze_job():
-        written = results.write_analyses(args.dir, analysed)
+        written = results.write_analyses(args.dir, analysed, out=args.out)
         return "\n".join(results.summary_lines(analysed) +
                          ["wrote " + ", ".join(str(p) for p in written)])
     return analyze_job
