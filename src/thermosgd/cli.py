@@ -77,7 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait(iso)
     _add_train_parser(sub)
     _add_sweep_parsers(sub)
+    _complete_help(parser)
     return parser
+
+
+def _complete_help(parser) -> None:
+    """Every option's help says its default and its choices (argparse's own formatter would
+    repeat the defaults that the texts already give in words)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _complete_help(child)
+            continue
+        if action.help == argparse.SUPPRESS or action.dest in ("help", "version"):
+            continue
+        text = action.help or action.dest.replace("_", " ")
+        if action.choices and not all(str(c) in text for c in action.choices):
+            text += f" (one of {', '.join(map(str, action.choices))})"
+        if action.option_strings and "default" not in text:
+            if action.required:
+                text += " (required)"
+            elif isinstance(action, argparse._StoreTrueAction):
+                text += " (default: off)"
+            elif action.default in (None, []):
+                text += " (default: none)"
+            else:
+                value = action.default
+                shown = " ".join(map(str, value)) if isinstance(value, list) else value
+                text += f" (default {shown})"
+        action.help = text.replace("%", "%%") if "%(" not in text else text
 
 
 def _add_sweep_parsers(sub):

@@ -57,7 +57,7 @@ def open_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
         _io.check_output_dir(out, KIND)
         if record is None:
             return
-        found, fscale = Sweep.from_dict(record["config"]["sweep"]), record["config"]["scale"]
+        found, fscale = _definition_of(out, record)
     if found != sweep or fscale != scale:
         raise ValueError(f"{out} holds the sweep {found.name!r} (scale {fscale:g}), not "
                          f"{sweep.name!r} (scale {scale:g}) or a different grid; choose "
@@ -78,7 +78,17 @@ def read_sweep_dir(out: Path) -> tuple[Sweep, float]:
     if record is None or record["kind"] != KIND:
         raise ValueError(f"{out} is not a sweep directory (no thermosgd.json of kind 'sweep'); "
                          "give the --out of `thermosgd sweep run`")
-    return Sweep.from_dict(record["config"]["sweep"]), float(record["config"]["scale"])
+    return _definition_of(out, record)
+
+
+def _definition_of(out: Path, record: dict) -> tuple[Sweep, float]:
+    """The sweep and scale a manifest records; ValueError naming a manifest that has none."""
+    try:
+        return Sweep.from_dict(record["config"]["sweep"]), float(record["config"]["scale"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{out / _io.MANIFEST} is damaged (no sweep definition in it: "
+                         f"{type(err).__name__} {err}); restore it, or run the sweep into a "
+                         "new --out") from None
 
 
 def _legacy_grid(out: Path, record: dict) -> Sweep:
