@@ -7,7 +7,6 @@ Bad input exits with status 2 and one line saying what to change; nothing is wri
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 
 from thermosgd._version import __version__
@@ -420,20 +419,6 @@ def _prepare_results(args):
     return analyze_job
 
 
-def _unwritable(err: OSError) -> str:
-    """One line for a file that could not be written or read: the path and what to do."""
-    where = err.filename or "a result file"
-    hint = {errno.ENOSPC: "the disk is full: free space or choose another --out",
-            errno.EDQUOT: "the disk quota is full: free space or choose another --out",
-            errno.EROFS: "the file system is read-only: choose a writable --out",
-            errno.EACCES: "permission denied: choose a writable --out",
-            errno.EPERM: "permission denied: choose a writable --out",
-            errno.ENOTDIR: "a path component is a file, not a folder: choose another --out"}
-    if err.errno in hint:
-        return f"cannot write {where}: {hint[err.errno]}"
-    return f"{where}: {err.strerror or err}"
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -443,7 +428,9 @@ def main(argv=None) -> int:
     except ValueError as err:  # bad input, found before anything is written (or at start-up)
         parser.exit(2, f"thermosgd: error: {err}\n")
     except OSError as err:  # an unwritable destination; files are written atomically
-        parser.exit(2, f"thermosgd: error: {_unwritable(err)}\n")
+        from thermosgd.results.io import describe_os_error
+
+        parser.exit(2, f"thermosgd: error: {describe_os_error(err)}\n")
     except KeyboardInterrupt:
         parser.exit(130, "thermosgd: interrupted; run the same command again to resume from "
                          "the last checkpoint\n")

@@ -24,8 +24,8 @@ from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import MANIFEST, grid_axes
 
-__all__ = ["READERS", "Analysis", "MissingProtocol", "analyse_path", "read_protocol_folder", "grid_checks", "read_isotropic", "read_sweep",
-           "write_analysis"]
+__all__ = ["READERS", "Analysis", "MissingProtocol", "analyse_path", "grid_checks",
+           "read_isotropic", "read_protocol_folder", "read_sweep", "write_analysis"]
 
 
 @dataclass

@@ -146,3 +146,17 @@ def claim_output_dir(path: Path, kind: str, config: dict) -> None:
     """Create ``path`` (after :func:`check_output_dir`) and write its manifest."""
     write_json(Path(path) / MANIFEST,
                {"kind": kind, "schema": SCHEMA_VERSION, "config": config} | provenance())
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a file that could not be written or read: the path and what to do."""
+    where = err.filename or "a result file"
+    hint = {errno.ENOSPC: "the disk is full: free space or choose another --out",
+            errno.EDQUOT: "the disk quota is full: free space or choose another --out",
+            errno.EROFS: "the file system is read-only: choose a writable --out",
+            errno.EACCES: "permission denied: choose a writable --out",
+            errno.EPERM: "permission denied: choose a writable --out",
+            errno.ENOTDIR: "a path component is a file, not a folder: choose another --out"}
+    if err.errno in hint:
+        return f"cannot write {where}: {hint[err.errno]}"
+    return f"{where}: {err.strerror or err}"
