@@ -202,7 +202,7 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
                             _mtime([folder / "stationary.csv"])))
     if all(a.skipped and a.table.empty for a in out):
         reasons = "; ".join(a.skipped for a in out) or "no protocol"
-        raise ValueError(f"{path} holds no readable protocol: {reasons}")
+        raise ValueError(f"{path} holds no finished protocol: {reasons}")
     return out
 
 
