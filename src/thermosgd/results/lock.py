@@ -83,16 +83,18 @@ class OwnerLock:
         os.close(fd)
 
     def is_locked(self) -> bool:
-        """Whether another holder has the lock now (tries it without waiting)."""
-        if not self.path.is_file():
+        """Whether another holder has the lock now (tried without waiting, through a read-only
+        descriptor: flock needs no write access, so read-only results can be asked too)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # no lock file: nobody has taken it
             return False
         try:
-            self.acquire(timeout=0)
-        except Busy:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return True
-        except OSError:  # a read-only result: nobody can be writing to it through this file
-            return False
-        self.release()
+        finally:
+            os.close(fd)  # closing drops the probe's own lock
         return False
 
     def owner(self) -> dict:
