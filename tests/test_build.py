@@ -168,3 +168,22 @@ def test_a_negative_bootstrap_is_refused(iso, tmp_path, capsys, bad):
         main(["analyze", str(work), "--bootstrap", bad])
     assert exc.value.code == 2 and "--bootstrap must be >= 0" in capsys.readouterr().err
     assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+
+
+def test_out_writes_everything_elsewhere_and_leaves_the_results_alone(iso, tmp_path, capsys):
+    """Shared read-only results analysed elsewhere: DIR is not written to at all."""
+    work = shutil.copytree(iso, tmp_path / "iso")
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    elsewhere = tmp_path / "mine"
+    for command in ("analyze", "plot", "report"):
+        assert main([command, str(work), "--out", str(elsewhere), "--bootstrap", "0"]
+                    if command != "plot" else [command, str(work), "--out", str(elsewhere)]) == 0
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+    assert {"analysis.json", "analysis_table.csv", "report.html", "report.md"} <= {
+        p.name for p in elsewhere.iterdir()}
+    assert (elsewhere / "fixed-lr" / "figure.png").is_file()
+    assert "](fixed-lr/figure.png)" in (elsewhere / "report.md").read_text()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(work), "--out", str(tmp_path / "afile")])
+    assert exc.value.code == 2 and "is a file" in capsys.readouterr().err

@@ -219,3 +219,39 @@ def test_help_and_version_need_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_every_option_says_its_default_and_choices():
+    import argparse
+
+    from thermosgd.cli import build_parser
+
+    def options(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from options(child)
+            elif action.dest not in ("help", "version"):
+                yield parser.prog, action
+
+    found = list(options(build_parser()))
+    assert len(found) > 80
+    for prog, action in found:
+        where = f"{prog} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help, where
+        assert all(str(c) in action.help for c in action.choices or ()), where
+        if action.option_strings:
+            assert "default" in action.help or "required" in action.help, where
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["sweep", "run", "--help"]])
+def test_top_level_help_and_version_need_no_torch(argv):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom thermosgd.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"

@@ -125,3 +125,19 @@ def test_table4_covers_fixed_lr_and_fixed_elr_only():
     rate, second, x, _ = _grid()
     with pytest.raises(ValueError, match="not fixed-sphere"):
         fits.table4(rate, second, x, protocol="fixed-sphere", d=D)
+
+
+def test_an_undetermined_quadratic_is_reported_as_such_and_never_passes():
+    from thermosgd.analysis.rules import judge
+
+    # a 3 x 2 grid: six points, but two values of log lambda leave its curvature a4 free
+    rate, second = (a.ravel() for a in np.meshgrid([0.1, 0.2, 0.4], [0.01, 0.02]))
+    s = R * np.log(rate) + 0.1 * np.log(second) ** 2
+    out = fits.table4(rate, second, s, protocol="fixed-lr", d=D, bootstrap=100)
+    assert out["undetermined"] and "rank 5 of 6" in out["skipped"] and "3 x 2" in out["skipped"]
+    rows = judge({"V3": {"table4": out}})
+    assert [r.status for r in rows] == ["n/a"] and "undetermined" in rows[0].shown
+    # full rank, but six points for six coefficients: R^2 = 1 says nothing
+    rate, second = np.array([0.1, 0.2, 0.4, 0.1, 0.2, 0.4]), np.array([1, 1, 1, 2, 2, 4.0])
+    out = fits.table4(rate, second, np.log(rate) * np.log(second), protocol="fixed-lr", d=D)
+    assert out["undetermined"] and "no residual" in out["skipped"]

@@ -368,6 +368,7 @@ def test_max_batch_and_resume_from_checkpoints(digits, tmp_path):
     for out in outs:
         (out / "summary.json").unlink()
     (outs[1] / "checkpoint.pt").unlink()
+    (outs[1] / "checkpoint.prev.pt").unlink()
     again = train_batched(configs, outs, dataset=digits, progress=False, checkpoint_every=0)
     for a, b in zip(first, again):
         assert b.summary["status"] == "finished"

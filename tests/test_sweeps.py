@@ -313,5 +313,7 @@ def test_a_damaged_summary_is_named_and_the_sweep_goes_on(tmp_path, tiny, digits
     text = capsys.readouterr().out
     assert "damaged         1" in text and "fixed-lr_lr0.2_wd0.04_seed0" in text
     again = sweep.run_local(spec, out, dataset=digits, device="cpu", progress=False, workers=1)
-    assert again == {"fixed-lr_lr0.2_wd0.04_seed0": {"status": "damaged"}}
+    assert list(again) == ["fixed-lr_lr0.2_wd0.04_seed0"]
+    assert again["fixed-lr_lr0.2_wd0.04_seed0"]["status"] == "damaged"
+    assert str(broken) in again["fixed-lr_lr0.2_wd0.04_seed0"]["error"]
     assert broken.read_text() == "{garbage"  # nothing else touched

@@ -7,7 +7,6 @@ Bad input exits with status 2 and one line saying what to change; nothing is wri
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 
 from thermosgd._version import __version__
@@ -29,6 +28,12 @@ def _add_isotropic_options(parser, *, defaults):
     g.add_argument("--entropy-every", type=int, default=defaults["entropy_every"])
     g.add_argument("--entropy-average", type=int, default=defaults["entropy_average"],
                    help="stationary entropy = mean of the last this-many evaluations")
+
+
+def _add_wait(parser):
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process is writing --out, wait for it to finish "
+                             "instead of stopping (default: stop with its pid and host)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", type=int, nargs="+", default=[0])
     sim.add_argument("--out", required=True, help="output directory (new, empty or a previous run)")
     sim.add_argument("--no-progress", action="store_true")
+    _add_wait(sim)
     _add_isotropic_options(sim, defaults=defaults)
 
     rep = sub.add_parser("reproduce", help="reproduce a part of the paper")
@@ -67,9 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
+    _add_wait(iso)
     _add_train_parser(sub)
     _add_sweep_parsers(sub)
+    _complete_help(parser)
     return parser
+
+
+def _complete_help(parser) -> None:
+    """Every option's help says its default and its choices (argparse's own formatter would
+    repeat the defaults that the texts already give in words)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _complete_help(child)
+            continue
+        if action.help == argparse.SUPPRESS or action.dest in ("help", "version"):
+            continue
+        text = action.help or action.dest.replace("_", " ")
+        if action.choices and not all(str(c) in text for c in action.choices):
+            text += f" (one of {', '.join(map(str, action.choices))})"
+        if action.option_strings and "default" not in text:
+            if action.required:
+                text += " (required)"
+            elif isinstance(action, argparse._StoreTrueAction):
+                text += " (default: off)"
+            elif action.default in (None, []):
+                text += " (default: none)"
+            else:
+                value = action.default
+                shown = " ".join(map(str, value)) if isinstance(value, list) else value
+                text += f" (default {shown})"
+        action.help = text.replace("%", "%%") if "%(" not in text else text
 
 
 def _add_sweep_parsers(sub):
@@ -143,6 +178,10 @@ def _add_sweep_parsers(sub):
               "numbers folded away." + where), True)):
         reader = sub.add_parser(name, help=text, description=description)
         reader.add_argument("dir", help="a sweep, an isotropic output, or a folder of them")
+        reader.add_argument("--out", default=None,
+                            help="write the files here, laid out as under DIR, instead of "
+                                 "into DIR (for results you cannot or should not write to; "
+                                 "default: DIR)")
         if bootstrap:
             reader.add_argument("--bootstrap", type=int, default=1000,
                                 help="bootstrap resamples for the fit's intervals (0: none)")
@@ -205,6 +244,7 @@ def _add_train_parser(sub):
     tr.add_argument("--checkpoint-every", type=float, default=600.0,
                     help="seconds between checkpoints, taken at log points (default 600)")
     tr.add_argument("--no-progress", action="store_true")
+    _add_wait(tr)
 
 
 def _prepare(args):
@@ -234,7 +274,7 @@ def _prepare(args):
     _io.check_output_dir(args.out, KIND)
 
     def job():
-        run_isotropic(args.out, scale, configs=configs, progress=progress)
+        run_isotropic(args.out, scale, configs=configs, progress=progress, wait=args.wait)
         return f"wrote {args.out}/report.md"
 
     return job
@@ -263,16 +303,18 @@ def _prepare_train(args, progress):
             radius=args.radius[0] if args.radius else None, seed=args.seed[0],
             iterations=args.iterations, queue_size=args.queue_size, device=args.device,
             **{name: getattr(args, name) for name in _TRAIN_FIELDS})
-        trainer.prepare(config, args.out)
+        trainer.prepare(config, args.out, checkpoint=True)
         from thermosgd.nn.data import load_data
 
         data = load_data(config, nn_config.resolve_device(config.device))
 
         def job():
             result = trainer.train(config, args.out, dataset=data, progress=progress,
-                                   checkpoint_every=args.checkpoint_every)
+                                   checkpoint_every=args.checkpoint_every, wait=args.wait)
             if result.summary["status"] == "diverged":
-                return f"diverged at iteration {result.summary['diverged_at']}; wrote {args.out}"
+                why = f" ({result.summary['reason']})" if result.summary.get("reason") else ""
+                return (f"diverged at iteration {result.summary['diverged_at']}{why}; wrote "
+                        f"{args.out}")
             return f"finished {result.summary['iterations_done']} iterations; wrote {args.out}"
         return job
     from pathlib import Path
@@ -359,35 +401,22 @@ def _prepare_results(args):
     from thermosgd.report import build as results  # analyse, plot, report any result
 
     bootstrap = getattr(args, "bootstrap", 0)
-    analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap)
+    analysed = results.analyse(args.dir, bootstrap=0 if args.command == "plot" else bootstrap,
+                               out=args.out)
     if args.command == "plot":
         return lambda: "wrote " + ", ".join(
             str(p) for p in results.plot(args.dir, analysed=analysed))
     if args.command == "report":
         def report_job():
-            page, summary = results.report(args.dir, analysed=analysed)
+            page, summary = results.report(args.dir, analysed=analysed, out=args.out)
             return f"wrote {page} and {summary}"
         return report_job
 
     def analyze_job():
-        written = results.write_analyses(args.dir, analysed)
+        written = results.write_analyses(args.dir, analysed, out=args.out)
         return "\n".join(results.summary_lines(analysed) +
                          ["wrote " + ", ".join(str(p) for p in written)])
     return analyze_job
-
-
-def _unwritable(err: OSError) -> str:
-    """One line for a file that could not be written or read: the path and what to do."""
-    where = err.filename or "a result file"
-    hint = {errno.ENOSPC: "the disk is full: free space or choose another --out",
-            errno.EDQUOT: "the disk quota is full: free space or choose another --out",
-            errno.EROFS: "the file system is read-only: choose a writable --out",
-            errno.EACCES: "permission denied: choose a writable --out",
-            errno.EPERM: "permission denied: choose a writable --out",
-            errno.ENOTDIR: "a path component is a file, not a folder: choose another --out"}
-    if err.errno in hint:
-        return f"cannot write {where}: {hint[err.errno]}"
-    return f"{where}: {err.strerror or err}"
 
 
 def main(argv=None) -> int:
@@ -399,7 +428,9 @@ def main(argv=None) -> int:
     except ValueError as err:  # bad input, found before anything is written (or at start-up)
         parser.exit(2, f"thermosgd: error: {err}\n")
     except OSError as err:  # an unwritable destination; files are written atomically
-        parser.exit(2, f"thermosgd: error: {_unwritable(err)}\n")
+        from thermosgd.results.io import describe_os_error
+
+        parser.exit(2, f"thermosgd: error: {describe_os_error(err)}\n")
     except KeyboardInterrupt:
         parser.exit(130, "thermosgd: interrupted; run the same command again to resume from "
                          "the last checkpoint\n")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from thermosgd.isotropic import IsotropicConfig, IsotropicResult, simulate
 from thermosgd.results import io as _io
-from thermosgd.results.compat import read_stationary
+from thermosgd.results.lock import hold
 
 __all__ = ["SCALES", "isotropic_configs", "run_isotropic", "write_result"]
 
@@ -77,22 +77,34 @@ def write_result(out_dir: Path, result: IsotropicResult) -> None:
 
 
 def _completed(out_dir: Path, config: IsotropicConfig) -> pd.DataFrame | None:
-    folder = Path(out_dir) / config.protocol
+    """The table of a protocol already simulated with ``config`` (None: simulate it). Raises
+    ValueError naming a damaged file: it is not overwritten without the user's say."""
+    from thermosgd.analysis.sources import MissingProtocol, read_protocol_folder
+
     try:
-        saved = json.loads((folder / "config.json").read_text())["config"]
-        table = read_stationary(folder / "stationary.csv")
-    except (OSError, KeyError, ValueError):
+        table, saved = read_protocol_folder(Path(out_dir) / config.protocol)
+    except MissingProtocol:
         return None
     same = saved == json.loads(json.dumps(asdict(config)))
     return table if same else None
 
 
 def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool = True,
-                  figures: bool = True, log=print) -> dict:
-    """Simulate, check, plot and report the isotropic model; returns the checks dict."""
+                  figures: bool = True, log=print, wait: bool = False) -> dict:
+    """Simulate, check, plot and report the isotropic model; returns the checks dict.
+
+    The output belongs to this call while it runs (an OS lock): another process writing it
+    makes this call raise :class:`~thermosgd.results.lock.Busy` naming it, or, with ``wait``,
+    queue behind it."""
     out_dir = Path(out_dir)
     configs = isotropic_configs(scale) if configs is None else list(configs)
     _io.check_output_dir(out_dir, KIND)
+    with hold([out_dir], wait=wait):
+        _io.check_output_dir(out_dir, KIND)  # again: another owner may have written it
+        return _run_owned(out_dir, scale, configs, progress=progress, figures=figures, log=log)
+
+
+def _run_owned(out_dir: Path, scale: str, configs, *, progress, figures, log) -> dict:
     _io.claim_output_dir(out_dir, KIND, {"scale": scale, "protocols": [c.protocol for c in configs]})
     checks = {"config": {"scale": scale, **{c.protocol: asdict(c) for c in configs}},
               **_io.provenance(), "protocols": {}, "wall_seconds": {}}

@@ -14,7 +14,7 @@ import numpy as np
 from thermosgd import theory
 
 __all__ = ["MIN_FIT_POINTS", "PAPER_TABLE4", "entropy_plane", "quadratic_entropy_fit",
-           "quadratic_surface", "table4"]
+           "quadratic_surface", "table4", "undetermined"]
 
 MIN_FIT_POINTS = 6  # the quadratic of eq. 34 has six coefficients
 # Table 4 of the paper: (model, k, dataset) -> {protocol: {coefficient: value}}
@@ -72,6 +72,25 @@ def entropy_plane(log_x, log_y, entropy) -> dict:
             "a1_stderr": float(stderr[1]), "a2_stderr": float(stderr[2])}
 
 
+def undetermined(log_x, log_y, entropy) -> str | None:
+    """Why the quadratic of eq. 34 cannot be read off these points (None: it can). A design of
+    rank below 6 leaves some coefficient free (a grid needs three values on each axis for the
+    curvatures, and points off a line for a5); six points for six coefficients leave no
+    residual, so R² = 1 whatever the entropies are and no interval exists."""
+    x, y, s = (np.asarray(a, float) for a in (log_x, log_y, entropy))
+    ok = np.isfinite(s)
+    design = _design(x[ok], y[ok], quadratic=True)
+    rank = int(np.linalg.matrix_rank(design)) if design.size else 0
+    shape = f"{np.unique(x[ok]).size} x {np.unique(y[ok]).size} grid values"
+    if rank < design.shape[1]:
+        return (f"undetermined: the quadratic fit's design has rank {rank} of 6 on "
+                f"{ok.sum()} points ({shape}); give at least 3 values on each axis")
+    if ok.sum() <= design.shape[1]:
+        return (f"undetermined: {ok.sum()} points for the quadratic's 6 coefficients leave no "
+                f"residual ({shape}), so R² = 1 whatever the entropies; give more points")
+    return None
+
+
 def quadratic_entropy_fit(log_x, log_y, entropy) -> dict:
     """The quadratic of eq. 34 / 108: coefficients a0..a5 and R²."""
     coef, resid, s, _ = _fit(log_x, log_y, entropy, quadratic=True)
@@ -116,6 +135,9 @@ def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, inter
     if np.isfinite(s).sum() < MIN_FIT_POINTS:
         raise ValueError(f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                          f"configurations with an entropy, got {int(np.isfinite(s).sum())}")
+    why = undetermined(lx, ly, s)
+    if why:
+        return {"skipped": why, "undetermined": True, "n_points": int(np.isfinite(s).sum())}
     r = float(theory.gas_constant(d))
     fit = quadratic_entropy_fit(lx, ly, s)
     coef = np.array([fit[f"a{k}"] for k in range(6)])

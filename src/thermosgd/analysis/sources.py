@@ -10,6 +10,7 @@ on every result is handled alike; a new result source plugs in with a reader in 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import MANIFEST, grid_axes
 
-__all__ = ["READERS", "Analysis", "analyse_path", "grid_checks", "read_isotropic", "read_sweep",
-           "write_analysis"]
+__all__ = ["READERS", "Analysis", "MissingProtocol", "analyse_path", "grid_checks",
+           "read_isotropic", "read_protocol_folder", "read_sweep", "write_analysis"]
 
 
 @dataclass
@@ -59,12 +60,17 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
 
     spec, _ = sweep.read_sweep_dir(path)
     metrics, table = sweep.gather(path)
-    missing = table.loc[~table["status"].isin(["finished", "diverged"]), "run"].tolist()
+    missing = table.loc[~table["status"].isin(["finished", "diverged", "damaged"]),
+                        "run"].tolist()
+    broken = table[table["status"] == "damaged"]
+    damaged = [f"{run}: {why}" for run, why in zip(broken["run"],
+                                                   broken.get("problem", broken["run"]))]
     diverged = table.loc[table["status"] == "diverged", "run"].tolist()
     done = table[table["status"] == "finished"]
     if done.empty:
         raise ValueError(f"{path}: no finished run to analyse ({len(diverged)} diverged, "
-                         f"{len(missing)} not finished)")
+                         f"{len(missing)} not finished, {len(damaged)} damaged"
+                         + (f": {damaged[0]}" if damaged else "") + ")")
     required = ("U", "radius", "temperature", "pressure", "volume", "entropy", "radius_theory",
                 "lambda_eff", "lambda_eff_theory", "d")
     absent = [c for c in required if c not in done.columns]
@@ -95,7 +101,7 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
              "width": spec.width, "dataset": spec.dataset, "d": int(done["d"].iloc[0]),
              "iterations": spec.iterations, "configurations": spec.size,
              "seeds": len(spec.seeds)}
-    runs = {"missing": missing, "diverged": diverged, "converging": still}
+    runs = {"missing": missing, "diverged": diverged, "converging": still, "damaged": damaged}
     path = Path(path)
     return [Analysis(spec.name, spec.protocol, table, checks, setup, runs, metrics,
                      path / "figures", _mtime(path.glob("runs/*/summary.json")))]
@@ -109,28 +115,80 @@ def grid_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) ->
     return stationary_checks(table, bootstrap=bootstrap, seed=seed)
 
 
+class MissingProtocol(ValueError):
+    """A protocol of an isotropic output not simulated yet (no config.json, its last file)."""
+
+
+def read_protocol_folder(folder) -> tuple[pd.DataFrame, dict]:
+    """One protocol of an isotropic output: its stationary table (any schema version) and
+    config. Raises :class:`MissingProtocol` when it is not complete, and ValueError naming
+    the damaged file (config.json, stationary.csv, traces.npz) and what to do."""
+    folder = Path(folder)
+    marker = folder / "config.json"
+    fix = f"delete {folder} and run the same command to simulate it again"
+    if not marker.is_file():
+        raise MissingProtocol(f"no results in {folder.name}/ (run `thermosgd reproduce "
+                              "isotropic` or `thermosgd simulate` with the same --out again to "
+                              "finish it)")
+    try:
+        config = json.loads(marker.read_text())["config"]
+        dict(config)
+        expected = (len(config["learning_rates"]) * len(config["seeds"])
+                    * len(config.get("weight_decays") or config.get("radii") or [None]))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{marker} is damaged ({_first_line(err)}); {fix}") from None
+    path = folder / "stationary.csv"
+    try:
+        table = read_stationary(path)
+        missing = [c for c in _ISOTROPIC_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+        if len(table) != expected:
+            raise ValueError(f"{len(table)} rows for a grid of {expected}")
+        table[list(_NUMERIC_COLUMNS)].astype(float)
+        if set(table["protocol"]) != {config.get("protocol")}:
+            raise ValueError("another protocol's rows")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({_first_line(err)}); {fix}") from None
+    traces = folder / "traces.npz"
+    try:
+        with np.load(traces) as archive:
+            archive.files  # the zip directory: a truncated or foreign file fails here
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{traces} is damaged ({_first_line(err)}); {fix}") from None
+    return table, config
+
+
+_NUMERIC_COLUMNS = ("learning_rate", "seed", "d", "U", "radius", "entropy", "temperature",
+                    "pressure", "volume")
+_ISOTROPIC_COLUMNS = ("protocol", "status") + _NUMERIC_COLUMNS
+
+
+def _first_line(err) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     """An isotropic-model output (``thermosgd reproduce isotropic``, ``thermosgd simulate``): one
-    Analysis per protocol its manifest names; a protocol without results is skipped with the
-    reason. Raises ValueError when it holds no protocol's results."""
+    Analysis per protocol its manifest names; a protocol without results, or with a damaged
+    file, is skipped with the reason. Raises ValueError when it holds no protocol's results."""
     path = Path(path)
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        manifest = {}
-    if manifest.get("kind") != "isotropic":
+    manifest = _io.read_manifest(path) if path.is_dir() else None
+    if manifest is None or manifest.get("kind") != "isotropic":
         raise ValueError(f"{path} is not an isotropic output (no thermosgd.json of kind "
                          "'isotropic'); give the --out of `thermosgd reproduce isotropic`")
     out = []
-    for protocol in manifest.get("config", {}).get("protocols", []):
+    protocols = manifest.get("config", {}).get("protocols", [])
+    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+        raise ValueError(f"{path / MANIFEST} is damaged (no list of protocols in it); restore "
+                         "it, or run the same command into a new --out")
+    for protocol in protocols:
         folder = path / protocol
         try:
-            table = read_stationary(folder / "stationary.csv")
-            config = json.loads((folder / "config.json").read_text()).get("config", {})
-        except (OSError, ValueError):
-            out.append(Analysis(protocol, protocol, pd.DataFrame(), {"skipped": (
-                f"no results in {protocol}/stationary.csv (run `thermosgd reproduce isotropic` "
-                "with the same --out again to finish it)")}, {"protocol": protocol}))
+            table, config = read_protocol_folder(folder)
+        except ValueError as err:
+            out.append(Analysis(protocol, protocol, pd.DataFrame(), {"skipped": str(err)},
+                                {"protocol": protocol}))
             continue
         checks = grid_checks(table, bootstrap=bootstrap, seed=seed)
         setup = {"protocol": protocol, "model": "isotropic noise", "d": config.get("dim"),
@@ -143,8 +201,8 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
         out.append(Analysis(protocol, protocol, table, checks, setup, runs, None, folder,
                             _mtime([folder / "stationary.csv"])))
     if all(a.skipped and a.table.empty for a in out):
-        raise ValueError(f"{path} holds no finished protocol (no <protocol>/stationary.csv); "
-                         "run `thermosgd reproduce isotropic` with the same --out to finish it")
+        reasons = "; ".join(a.skipped for a in out) or "no protocol"
+        raise ValueError(f"{path} holds no finished protocol: {reasons}")
     return out
 
 

@@ -34,7 +34,7 @@ from thermosgd.nn.config import TrainConfig
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters
 from thermosgd.protocols import make_protocol
-from thermosgd.results.rundir import save_checkpoint
+from thermosgd.results.rundir import load_checkpoint, save_checkpoint
 
 __all__ = ["MECHANISMS", "SHARED_FIELDS", "Engine"]
 
@@ -336,10 +336,10 @@ class Engine:
         self.rows = [[] for _ in self.configs]
         self.seconds = [{"train": 0.0, "measure": 0.0} for _ in self.configs]
         for i, out in enumerate(outs):
-            if out is None or not (out / "checkpoint.pt").is_file():
+            state = load_checkpoint(out, self.configs[i])  # the previous one if damaged
+            if state is None:
                 iterations.add(0)
                 continue
-            state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
             iterations.add(state["iteration"])
             with torch.no_grad():
                 self.weights[i].copy_(state["w"])

@@ -12,8 +12,6 @@ diverged and leaves the batch; the others go on.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from thermosgd.nn.data import load_data
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.engine import MECHANISMS, Engine
 from thermosgd.results import io as _io
+from thermosgd.results import lock as _lock
+from thermosgd.results import rundir
 from thermosgd.results.rundir import (
     KIND,
     TrainResult,
@@ -37,39 +37,41 @@ from thermosgd.results.rundir import (
 
 __all__ = ["prepare", "train", "train_batched"]
 
-_RUNTIME_FIELDS = ("data", "device")  # may change between a run and its resumption
+_FIRST_CHECKPOINT = 60.0  # seconds: the most a run killed early loses
 
 
-def prepare(config: TrainConfig, out: Path | None) -> None:
+def prepare(config: TrainConfig, out: Path | None, *, checkpoint: bool = False) -> None:
     """Every check that can fail before anything is written: the output directory, and that a
-    directory holding a run holds this run. Raises ValueError."""
+    directory holding a run holds this run by every record it has (config.json, the
+    manifest, summary.json and, with ``checkpoint``, the checkpoint, which is loaded to be
+    sure it is whole). Raises ValueError naming the record that disagrees or is damaged."""
     if out is None:
         return
     out = Path(out)
     _io.check_output_dir(out, KIND)
-    stored = out / "config.json"
-    if stored.is_file():
-        before = json.loads(stored.read_text())["config"]
-        now = config.to_dict()
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        before = defaults | before  # a field added after the run was written reads as its default
-        diff = [k for k in now if k not in _RUNTIME_FIELDS and before.get(k) != now[k]]
+    for where, before in rundir.recorded_configs(out):
+        diff = rundir.differences(before, config)
         if diff:
-            changes = ", ".join(f"{k} {before.get(k)!r} -> {now[k]!r}" for k in diff)
-            raise ValueError(f"{out} holds a run with another configuration ({changes}); "
-                             "use a new --out, or the original options to resume it")
+            raise ValueError(f"{out} holds a run with another configuration ({', '.join(diff)}; "
+                             f"recorded in {where.name}); use a new --out, or the original "
+                             "options to resume it")
+    if checkpoint:
+        rundir.load_checkpoint(out, config)
 
 
 def train(config: TrainConfig, out: str | Path | None = None, *, dataset: Dataset | None = None,
-          progress: bool = True, checkpoint_every: float = 600.0) -> TrainResult:
+          progress: bool = True, checkpoint_every: float = 600.0,
+          wait: bool = False) -> TrainResult:
     """Train one configuration; with ``out``, write (and resume) a run directory.
 
     ``dataset``: an already loaded :class:`~thermosgd.nn.data.Dataset` (else loaded from the
     config). ``checkpoint_every``: seconds between checkpoints (taken at log points; 0 = every
-    log point). A run that already finished (or diverged) is returned from disk.
+    log point). A run that already finished (or diverged) is returned from disk. ``wait``:
+    queue behind another process writing ``out`` instead of raising
+    :class:`~thermosgd.results.lock.Busy`.
     """
     return train_batched([config], None if out is None else [out], dataset=dataset,
-                         progress=progress, checkpoint_every=checkpoint_every)[0]
+                         progress=progress, checkpoint_every=checkpoint_every, wait=wait)[0]
 
 
 def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | None = None, *,
@@ -77,14 +79,17 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
                   checkpoint_every: float = 600.0, max_batch: int | None = None,
                   queue_device: str | None = None,
                   queue_dtype: torch.dtype = torch.float32,
-                  mechanism: str = "auto") -> list[TrainResult]:
+                  mechanism: str = "auto", wait: bool = False) -> list[TrainResult]:
     """Train ``configs`` (one protocol and architecture) in batches of at most ``max_batch``.
 
     ``outs``: one run directory per configuration (or None for no files); finished or diverged
     runs are read back, killed ones resume from their checkpoints. ``queue_device`` (default: the
     training device; "cpu" keeps the (G, N, d) entropy queues in pinned host memory) and
     ``queue_dtype`` bound the queues' memory. ``mechanism``: "loop", "vmap" or "auto"
-    (``thermosgd.nn.engine``). Returns one result per configuration, in order.
+    (``thermosgd.nn.engine``). Each run directory belongs to this call while it runs (an OS
+    lock, :mod:`thermosgd.results.lock`): another process writing one of them makes this
+    call raise :class:`~thermosgd.results.lock.Busy` naming it, or, with ``wait``, queue
+    behind it. Returns one result per configuration, in order.
     """
     if not configs:
         raise ValueError("give at least one configuration")
@@ -100,7 +105,22 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
         prepare(config, out)
     device = resolve_device(configs[0].device)
     data = dataset if dataset is not None else load_data(configs[0], device)
+    with _lock.hold([o for o in outs if o is not None], wait=wait):
+        for config, out in zip(configs, outs):  # again: another owner may have written them
+            prepare(config, out)
+        return _train_owned(configs, outs, data, device, progress=progress,
+                            checkpoint_every=checkpoint_every, max_batch=max_batch,
+                            queue_device=queue_device, queue_dtype=queue_dtype,
+                            mechanism=mechanism)
+
+
+def _train_owned(configs, outs, data, device, *, progress, checkpoint_every, max_batch,
+                 queue_device, queue_dtype, mechanism) -> list[TrainResult]:
+    """:func:`train_batched` once its run directories are locked."""
     results: list[TrainResult | None] = [read_finished(out) for out in outs]
+    for config, out, done in zip(configs, outs, results):
+        if done is not None and not (out / "config.json").is_file():
+            _rebuild_config(config, out, done, data, device)
     # configurations resume together only from the same iteration (a kill between two
     # checkpoint writes can leave them one log apart): group by the checkpoint's iteration
     groups: dict[int, list[int]] = {}
@@ -120,23 +140,55 @@ def train_batched(configs: list[TrainConfig], outs: list[str | Path | None] | No
     return results
 
 
+def _rebuild_config(config, out, done: TrainResult, data, device) -> None:
+    """config.json of a finished run that lost it, from the configuration its summary and
+    manifest recorded (prepare checked that they agree with ``config``)."""
+    from thermosgd.nn.measure import log_schedule
+
+    schedule = log_schedule(config.iterations, every=config.log_every,
+                            linear_until=config.log_linear_until,
+                            log_points=config.log_points)
+    _io.write_json(out / "config.json", config_record(config, data, done.summary["d"], device,
+                                                      schedule))
+
+
+_FROZEN = ("the weights stopped moving: every snapshot of the entropy queue is the same "
+           "point (the updates are below float32 resolution: the learning rate is too small), "
+           "so the entropy is that of a point mass, -inf")
+
+
+def _frozen(engine: Engine) -> list[int]:
+    """The active configurations whose full entropy queue holds one point N times: a rate so
+    small that no update changes a float32 weight. Recorded as diverged (the entropy estimate
+    of eq. 25 has no finite value) rather than failing the batch at the entropy."""
+    queue = engine.queue
+    if queue.taken(engine.iteration) < queue.size:
+        return []
+    same = (queue.data == queue.data[:, :1]).flatten(1).all(1).tolist()  # (G,), at a log point
+    return [i for i, frozen in zip(engine.active, same) if frozen]
+
+
 def _execute(engine: Engine, outs: list[Path | None], progress: bool,
              checkpoint_every: float) -> list[TrainResult]:
     """The log schedule of one engine, with its run directories."""
     engine.load(outs)
     configs, schedule = engine.configs, engine.schedule
-    if engine.iteration == 0:
-        for config, out in zip(configs, outs):
-            if out is not None:
-                _io.claim_output_dir(out, KIND, config.to_dict())
-                _io.write_json(out / "config.json", config_record(
-                    config, engine.data, engine.d, engine.device, schedule))
+    for config, out in zip(configs, outs):
+        if out is None:
+            continue
+        if engine.iteration == 0:
+            _io.claim_output_dir(out, KIND, config.to_dict())
+        if engine.iteration == 0 or not (out / "config.json").is_file():
+            # a resumed run whose config.json was lost: the checkpoint and the manifest
+            # agreed with this configuration (prepare), so it is rebuilt, not guessed
+            _io.write_json(out / "config.json", config_record(
+                config, engine.data, engine.d, engine.device, schedule))
     results: list[TrainResult | None] = [None] * len(configs)
 
-    def retire(i, status, diverged_at):
+    def retire(i, status, diverged_at, reason=None):
         results[i] = finish(configs[i], outs[i], engine.rows[i], status=status,
                             diverged_at=diverged_at, iteration=engine.iteration, d=engine.d,
-                            seconds=engine.seconds[i])
+                            seconds=engine.seconds[i], reason=reason)
         engine.retire(i)
 
     def share(kind, seconds):  # the batch's time, split evenly over its configurations
@@ -148,6 +200,9 @@ def _execute(engine: Engine, outs: list[Path | None], progress: bool,
     bar = tqdm(total=cfg.iterations, initial=engine.iteration, unit="it", disable=not progress,
                dynamic_ncols=True, desc=f"{cfg.model} {cfg.protocol}{count}")
     last_checkpoint = time.monotonic()
+    # the first checkpoint comes within a minute (at the first log point after it), so that a
+    # run killed early does not start again from zero; then every ``checkpoint_every``
+    due = checkpoint_every if engine.iteration > 0 else min(checkpoint_every, _FIRST_CHECKPOINT)
     try:
         for stop in schedule[schedule > engine.iteration]:
             tick = time.monotonic()
@@ -156,6 +211,8 @@ def _execute(engine: Engine, outs: list[Path | None], progress: bool,
             share("train", time.monotonic() - tick)
             for i, at in diverged.items():
                 retire(i, "diverged", at)
+            for i in _frozen(engine):
+                retire(i, "diverged", engine.iteration, reason=_FROZEN)
             if not engine.active:
                 break
             tick = time.monotonic()
@@ -167,9 +224,9 @@ def _execute(engine: Engine, outs: list[Path | None], progress: bool,
                     write_metrics(outs[i], engine.rows[i])
             bar.set_postfix(loss=f"{rows[0]['train_loss']:.4f}",
                             radius=f"{rows[0]['radius']:.4g}")
-            if time.monotonic() - last_checkpoint >= checkpoint_every or stop == schedule[-1]:
+            if time.monotonic() - last_checkpoint >= due or stop == schedule[-1]:
                 engine.save(outs)
-                last_checkpoint = time.monotonic()
+                last_checkpoint, due = time.monotonic(), checkpoint_every
     finally:
         bar.close()
     for i in list(engine.active):

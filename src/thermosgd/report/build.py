@@ -22,7 +22,7 @@ from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
 from thermosgd.report import figures as _figures
 from thermosgd.report import page as _page
 from thermosgd.results import io as _io
-from thermosgd.results.locate import locate
+from thermosgd.results.locate import damage, locate
 
 __all__ = ["Analysed", "analyse", "plot", "report", "summary_lines", "write_analyses"]
 
@@ -47,20 +47,49 @@ class Analysed:
     path: Path
     analyses: list[Analysis] = field(default_factory=list)  # one per protocol
     error: str | None = None  # why it could not be analysed
+    out: Path | None = None  # where its files go, when not beside the result
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def dest(self) -> Path:
+        return self.out if self.out is not None else self.path
 
-def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
+
+def _elsewhere(analysed: list["Analysed"], path: Path, out: Path) -> None:
+    """Send every file of the results at ``path`` to the same place under ``out`` (results
+    that cannot be written, e.g. shared read-only ones, are analysed elsewhere)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    for a in analysed:
+        a.out = out / a.path.relative_to(path)
+        for analysis in a.analyses:
+            if analysis.figure_dir is not None:
+                analysis.figure_dir = a.out / Path(analysis.figure_dir).relative_to(a.path)
+                analysis.source_mtime = float("inf")  # figures elsewhere are drawn anew
+
+
+def analyse(path, *, bootstrap: int = 1000, out=None) -> list[Analysed]:
     """Analyse every result at ``path`` (nothing is written). Raises ValueError when ``path``
-    holds no result, when its only result cannot be analysed, or when none of several can."""
+    holds no result, when its only result cannot be analysed, or when none of several can.
+    ``out``: the files written from this analysis go there, laid out as under ``path``."""
     if bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {bootstrap}")
+    analysed = _analyse(path, bootstrap)
+    if out is not None:
+        _elsewhere(analysed, Path(path), Path(out))
+    return analysed
+
+
+def _analyse(path, bootstrap: int) -> list[Analysed]:
     located = locate(path)
     out = []
     for kind, where in located:
+        if kind == "damaged":  # its manifest cannot be read: named, the others go on
+            out.append(Analysed(kind, where, error=damage(where)))
+            continue
         try:
             out.append(Analysed(kind, where, analyse_path(kind, where, bootstrap=bootstrap)))
         except ValueError as err:
@@ -73,22 +102,24 @@ def analyse(path, *, bootstrap: int = 1000) -> list[Analysed]:
     return out
 
 
-def write_analyses(path, analysed: list[Analysed]) -> list[Path]:
+def write_analyses(path, analysed: list[Analysed], *, out=None) -> list[Path]:
     """Each result's ``analysis.json`` and ``analysis_table.csv`` in its own folder; for a folder
     of several results also ``path/analysis.json`` (an index) and ``path/analysis_table.csv``
-    (every stationary table, a ``result`` column first)."""
+    (every stationary table, a ``result`` column first). ``out``: in place of ``path`` (the
+    results analysed with :func:`analyse`'s ``out``)."""
     path = Path(path)
+    root = Path(out) if out is not None else path
     written, index, every = [], {}, []
     for a in analysed:
         if a.error:
             index[a.name] = {"kind": a.kind, "error": a.error}
             continue
-        written += write_analysis(a.path, a.analyses)
+        written += write_analysis(a.dest, a.analyses)
         index[a.name] = {"kind": a.kind, "files": ["analysis.json", "analysis_table.csv"]}
         every += [Analysis(f"{a.name}/{x.name}" if a.path != path else x.name, x.protocol,
                            x.table, x.checks, x.setup) for x in a.analyses]
     if [a.path for a in analysed] != [path]:
-        written += write_analysis(path, every, index=index)
+        written += write_analysis(root, every, index=index)
     return written
 
 
@@ -113,7 +144,8 @@ def _setup_line(setup: dict) -> str:
 
 def _run_lines(runs: dict) -> list[str]:
     labels = {"missing": "missing (not finished)", "diverged": "diverged, left out",
-              "converging": "still converging (appendix H), left out of the checks"}
+              "converging": "still converging (appendix H), left out of the checks",
+              "damaged": "damaged, left out"}
     return [f"{labels.get(k, k)}: {', '.join(v)}" for k, v in runs.items() if v]
 
 
@@ -147,8 +179,8 @@ def plot(path, *, analysed: list[Analysed] | None = None) -> list[Path]:
     return written
 
 
-def _section(a: Analysed, analysis: Analysis, root: Path) -> _page.Section:
-    figures = {caption: png.relative_to(root)
+def _section(a: Analysed, analysis: Analysis, root: Path, dest: Path) -> _page.Section:
+    figures = {caption: png.relative_to(dest)
                for caption, png in _figures.draw(analysis, reuse=True).items()}
     lines = [] if analysis.table.empty else [_setup_line(analysis.setup)]
     table4 = analysis.checks.get("V3", {}).get("table4", {})
@@ -160,30 +192,32 @@ def _section(a: Analysed, analysis: Analysis, root: Path) -> _page.Section:
                          figures=figures, no_figure="No figure for this protocol.")
 
 
-def report(path, *, bootstrap: int = 1000,
-           analysed: list[Analysed] | None = None) -> tuple[Path, Path]:
+def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = None,
+           out=None) -> tuple[Path, Path]:
     """Analyse every result at ``path`` and write one ``report.html`` (self-contained) and
     ``report.md`` there, a section per protocol of each result; the analysis files and the
     figures the Markdown links to are written too. ``analysed``: :func:`analyse`'s answer for
-    ``path``, if already made."""
+    ``path``, if already made (with the same ``out``). ``out``: write everything there
+    instead, laid out as under ``path``."""
     path = Path(path)
+    dest = Path(out) if out is not None else path
     if analysed is None:
-        analysed = analyse(path, bootstrap=bootstrap)
+        analysed = analyse(path, bootstrap=bootstrap, out=out)
     sections = []
     for a in analysed:
         if a.error:
             sections.append(_page.Section(title=a.name, checks=[_page.Check(
                 "analysis", None, "", "fail", shown=a.error)]))
             continue
-        sections += [_section(a, analysis, path) for analysis in a.analyses]
+        sections += [_section(a, analysis, path, dest) for analysis in a.analyses]
     title = (f"thermosgd report: {analysed[0].name}" if len(analysed) == 1
              else f"thermosgd report: {path.name} ({len(analysed)} results)")
     setup = [(f"{s.title}", line) for s in sections for line in s.lines[:1]]
     provenance = _io.provenance()
     revision = f"{provenance['package_version']}, git revision {provenance['git_revision']}"
     setup.append(("thermosgd", revision))
-    written = _page.write_page(path, _page.Page(title=title, intro=[INTRO], setup=setup,
+    written = _page.write_page(dest, _page.Page(title=title, intro=[INTRO], setup=setup,
                                                 sections=sections,
                                                 tolerances=tolerance_lines()))
-    write_analyses(path, analysed)
+    write_analyses(path, analysed, out=out)
     return written

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from thermosgd._version import __version__
-from thermosgd.results.schema import MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
+from thermosgd.results.schema import LOCK_FILE, MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
 
 
 
@@ -104,8 +104,8 @@ def check_output_dir(path: Path, kind: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {path} is a file; give a directory (new or empty)")
-    if not path.exists() or not any(path.iterdir()):
-        return
+    if not path.exists() or not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return  # new, empty, or left by a process killed before it wrote anything
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise ValueError(
@@ -146,3 +146,17 @@ def claim_output_dir(path: Path, kind: str, config: dict) -> None:
     """Create ``path`` (after :func:`check_output_dir`) and write its manifest."""
     write_json(Path(path) / MANIFEST,
                {"kind": kind, "schema": SCHEMA_VERSION, "config": config} | provenance())
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a file that could not be written or read: the path and what to do."""
+    where = err.filename or "a result file"
+    hint = {errno.ENOSPC: "the disk is full: free space or choose another --out",
+            errno.EDQUOT: "the disk quota is full: free space or choose another --out",
+            errno.EROFS: "the file system is read-only: choose a writable --out",
+            errno.EACCES: "permission denied: choose a writable --out",
+            errno.EPERM: "permission denied: choose a writable --out",
+            errno.ENOTDIR: "a path component is a file, not a folder: choose another --out"}
+    if err.errno in hint:
+        return f"cannot write {where}: {hint[err.errno]}"
+    return f"{where}: {err.strerror or err}"

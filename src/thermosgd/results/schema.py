@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MANIFEST", "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION",
+__all__ = ["LOCK_FILE", "MANIFEST", "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION",
            "STATIONARY_COLUMNS", "STATUSES", "Column", "grid_axes"]
 
 SCHEMA_VERSION = "0.2"
 READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
 MANIFEST = "thermosgd.json"  # marks a directory as written by thermosgd
+LOCK_FILE = ".thermosgd.lock"  # held by the process writing a directory (results.lock)
 
 # One row per log point of a network run (metrics.parquet), in this order; runs also carry the
 # extras written by the engine (trace_cov_se, batch_loss, the corrected lambda_eff predictions).

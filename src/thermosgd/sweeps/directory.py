@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock, Timeout
 
 from thermosgd.results import io as _io
+from thermosgd.results import rundir as _rundir
+from thermosgd.results.lock import OwnerLock
 from thermosgd.sweeps.grid import Sweep
 
 __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "run_name",
@@ -56,7 +57,7 @@ def open_sweep_dir(out: Path, sweep: Sweep, scale: float) -> None:
         _io.check_output_dir(out, KIND)
         if record is None:
             return
-        found, fscale = Sweep.from_dict(record["config"]["sweep"]), record["config"]["scale"]
+        found, fscale = _definition_of(out, record)
     if found != sweep or fscale != scale:
         raise ValueError(f"{out} holds the sweep {found.name!r} (scale {fscale:g}), not "
                          f"{sweep.name!r} (scale {scale:g}) or a different grid; choose "
@@ -77,7 +78,17 @@ def read_sweep_dir(out: Path) -> tuple[Sweep, float]:
     if record is None or record["kind"] != KIND:
         raise ValueError(f"{out} is not a sweep directory (no thermosgd.json of kind 'sweep'); "
                          "give the --out of `thermosgd sweep run`")
-    return Sweep.from_dict(record["config"]["sweep"]), float(record["config"]["scale"])
+    return _definition_of(out, record)
+
+
+def _definition_of(out: Path, record: dict) -> tuple[Sweep, float]:
+    """The sweep and scale a manifest records; ValueError naming a manifest that has none."""
+    try:
+        return Sweep.from_dict(record["config"]["sweep"]), float(record["config"]["scale"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{out / _io.MANIFEST} is damaged (no sweep definition in it: "
+                         f"{type(err).__name__} {err}); restore it, or run the sweep into a "
+                         "new --out") from None
 
 
 def _legacy_grid(out: Path, record: dict) -> Sweep:
@@ -109,32 +120,31 @@ def _legacy_grid(out: Path, record: dict) -> Sweep:
                  description="a grid trained by `thermosgd train` (thermosgd 0.1)")
 
 
-def _lock(out: Path, name: str) -> FileLock:
-    (Path(out) / "locks").mkdir(parents=True, exist_ok=True)
-    return FileLock(Path(out) / "locks" / f"{name}.lock")
+def _lock(out: Path, name: str) -> OwnerLock:
+    return OwnerLock(Path(out) / "locks" / f"{name}.lock")
+
+
+def run_problem(out: Path, name: str) -> str | None:
+    """Why run ``name`` is damaged (a file named, and what to do), or None."""
+    return _rundir.problem(run_dir(out, name))
 
 
 def run_state(out: Path, name: str) -> str:
     """finished, diverged, running (locked by a live worker), interrupted (a checkpoint, no
-    worker), pending, or damaged (a summary.json that cannot be read)."""
+    worker), pending, or damaged (a record, metrics table or checkpoint that cannot be read:
+    :func:`run_problem` says which; the other runs go on)."""
     run = run_dir(out, name)
+    if _lock(out, name).is_locked():  # a worker creates its lock file before taking it
+        return "running"
+    if run_problem(out, name):
+        return "damaged"
     summary = run / "summary.json"
     if summary.is_file():
-        try:
-            found = json.loads(summary.read_text()).get("status")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            return "damaged"  # named by `sweep status`; the other runs go on
+        found = json.loads(summary.read_text()).get("status")
         if found in ("finished", "diverged"):
             return found
-    path = Path(out) / "locks" / f"{name}.lock"
-    if path.is_file():  # a worker creates its lock file before taking it
-        lock = FileLock(path)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return "running"
-        lock.release()
-    return "interrupted" if (run / "checkpoint.pt").is_file() else "pending"
+    return "interrupted" if any((run / n).is_file() for n in (
+        _rundir.CHECKPOINT, _rundir.PREVIOUS)) else "pending"
 
 
 def status(out: str | Path) -> dict[str, list[str]]:
@@ -175,19 +185,21 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                  "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                  "sphere_radius": config.radius, "seed": config.seed}
         state = run_state(out, name)
-        row = hyper | {"status": state}
         run = run_dir(out, name)
-        if state in ("finished", "diverged"):
-            summary = json.loads((run / "summary.json").read_text())
-            row |= {"iterations_done": summary["iterations_done"],
-                    "diverged_at": summary["diverged_at"], "d": summary["d"]}
-            row |= summary["stationary"]
-            # U, the stationary mean loss of the schema, is the train loss for a network
-            row["U"] = summary["stationary"].get("train_loss")
-        if (run / "metrics.parquet").is_file():
-            metrics = pd.read_parquet(run / "metrics.parquet")
-            logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
-                list(HYPER_COLUMNS) + list(metrics.columns)])
+        row = hyper | {"status": state}
+        try:
+            if state in ("finished", "diverged"):
+                row |= _summary_row(run / "summary.json")
+            if (run / "metrics.parquet").is_file() and state != "damaged":
+                metrics = _read_metrics(run / "metrics.parquet", finished=state in (
+                    "finished", "diverged"))
+                if metrics is not None:
+                    logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
+                        list(HYPER_COLUMNS) + list(metrics.columns)])
+        except ValueError as err:  # damage the cheap checks of run_state could not see
+            row = hyper | {"status": "damaged", "problem": str(err)}
+        if row["status"] == "damaged" and "problem" not in row:
+            row["problem"] = run_problem(out, name)
         rows.append(row)
     table = pd.DataFrame(rows)
     metrics = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(
@@ -196,12 +208,39 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 
+def _summary_row(path: Path) -> dict:
+    """The columns a finished run's summary.json gives the stationary table. Raises
+    ValueError naming a summary that is not one."""
+    summary = json.loads(path.read_text())
+    try:
+        row = {"iterations_done": summary["iterations_done"],
+               "diverged_at": summary["diverged_at"], "d": summary["d"]}
+        stationary = dict(summary["stationary"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is damaged (no {err}); delete it: the run is read back from "
+                         "its last checkpoint, or trained again") from None
+    # U, the stationary mean loss of the schema, is the train loss for a network
+    return row | stationary | {"U": stationary.get("train_loss")}
+
+
+def _read_metrics(path: Path, *, finished: bool) -> pd.DataFrame | None:
+    """A run's metrics table; a damaged one of a finished run raises ValueError, one of a run
+    still going is skipped (the next checkpoint rewrites it)."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors share no base class but Exception
+        if not finished:
+            return None
+        raise ValueError(f"{path} is damaged ({(str(err).splitlines() or [''])[0]}); delete "
+                         "the run's summary.json to read the run back from its last "
+                         "checkpoint") from None
+
+
 def describe_status(out) -> str:
     """The sweep's runs counted by state, and the names of those running."""
     states = status(out)
     lines = [f"{out}: {sum(map(len, states.values()))} configurations"]
     lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
     lines += [f"  running: {name}" for name in states["running"]]
-    lines += [f"  damaged: {name} (runs/{name}/summary.json cannot be read; delete it to "
-              "train the run again)" for name in states["damaged"]]
+    lines += [f"  damaged: {name}: {run_problem(out, name)}" for name in states["damaged"]]
     return "\n".join(lines)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filelock import Timeout
 from tqdm.auto import tqdm
+
+from thermosgd.results.lock import Busy
 
 from thermosgd.sweeps.directory import (
     _lock,
@@ -18,6 +19,7 @@ from thermosgd.sweeps.directory import (
     open_sweep_dir,
     run_dir,
     run_name,
+    run_problem,
     run_state,
 )
 from thermosgd.sweeps.grid import Sweep
@@ -43,21 +45,27 @@ def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | 
             lock = _lock(sweep_dir, out.name)
             try:
                 lock.acquire(timeout=_LOCK_WAIT)
-            except Timeout:
+            except Busy:
                 results[out.name] = {"status": "running", "resumed_from": None}
                 continue
             held.append(lock)
             mine.append((config, out))
-        if len(mine) == 1:
-            config, out = mine[0]
-            starts = [checkpoint_iteration(out)]
-            done = [train(config, out, dataset=dataset, progress=progress,
-                          checkpoint_every=checkpoint_every)]
-        elif mine:
-            starts = [checkpoint_iteration(out) for _, out in mine]
-            done = train_batched([c for c, _ in mine], [o for _, o in mine], dataset=dataset,
-                                 progress=progress, checkpoint_every=checkpoint_every,
-                                 max_batch=max_batch, mechanism=mechanism)
+        try:
+            if len(mine) == 1:
+                config, out = mine[0]
+                starts = [checkpoint_iteration(out)]
+                done = [train(config, out, dataset=dataset, progress=progress,
+                              checkpoint_every=checkpoint_every)]
+            elif mine:
+                starts = [checkpoint_iteration(out) for _, out in mine]
+                done = train_batched([c for c, _ in mine], [o for _, o in mine],
+                                     dataset=dataset, progress=progress,
+                                     checkpoint_every=checkpoint_every, max_batch=max_batch,
+                                     mechanism=mechanism)
+        except Busy as err:  # a `thermosgd train` of its own writes into the run directory
+            return results | {o.name: {"status": "running", "error": str(err)} for _, o in mine}
+        except ValueError as err:  # a damaged file found on loading it: named, others go on
+            return results | {o.name: {"status": "failed", "error": str(err)} for _, o in mine}
         if mine:
             for (_, out), start, result in zip(mine, starts, done):
                 results[out.name] = {"status": result.summary["status"], "resumed_from": start}
@@ -74,10 +82,11 @@ def plan(sweep: Sweep, out: Path, *, data: str | None, scale: float, device: str
     open_sweep_dir(out, sweep, scale)
     from thermosgd.nn.training import prepare
 
-    for config in configs:
-        prepare(config, run_dir(out, run_name(config)))
-    todo = [i for i, c in enumerate(configs)
-            if run_state(out, run_name(c)) not in ("finished", "diverged", "damaged")]
+    states = [run_state(out, run_name(c)) for c in configs]
+    for config, state in zip(configs, states):
+        if state != "damaged":  # a damaged run is left alone and named; the others go on
+            prepare(config, run_dir(out, run_name(config)))
+    todo = [i for i, s in enumerate(states) if s not in ("finished", "diverged", "damaged")]
     from thermosgd.nn.config import resolve_device
 
     on_gpu = resolve_device(device).type != "cpu"
@@ -120,7 +129,8 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
             for group in groups]
     options = {"max_batch": max_batch, "checkpoint_every": checkpoint_every,
                "mechanism": mechanism}
-    results = {name: {"status": "damaged"} for name in map(run_name, configs)
+    results = {name: {"status": "damaged", "error": run_problem(out, name)}
+               for name in map(run_name, configs)
                if run_state(out, name) == "damaged"}  # left alone, named in the summary
     with tqdm(total=sum(map(len, groups)), unit="run", desc=sweep.name, disable=not progress,
               dynamic_ncols=True) as bar:  # the sweep's bar; a single process adds each run's
@@ -208,5 +218,7 @@ def describe_results(out, results: dict) -> str:
         counts[result["status"]] = counts.get(result["status"], 0) + 1
     resumed = sum(1 for r in results.values() if r.get("resumed_from"))
     text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to do"
-    return (f"{text}; {resumed} resumed from checkpoints; wrote {out} "
-            "(`thermosgd sweep status`, `thermosgd report` read it)")
+    errors = [f"  {name}: {r['status']}: {r['error']}" for name, r in results.items()
+              if r.get("error")]
+    return "\n".join([f"{text}; {resumed} resumed from checkpoints; wrote {out} "
+                      "(`thermosgd sweep status`, `thermosgd report` read it)"] + errors)
