@@ -360,5 +360,7 @@ def test_fused_cpu_chart_is_the_torch_chart(align, dtype):
     w = torch.from_numpy(base + 0.01 * rng.standard_normal((2, 80, 300))).to(dtype)
     fused = _chart._sphere_torch(w, align, 2**30, fused=True)
     plain = _chart._sphere_torch(w, align, 2**30, fused=False)
-    for a, b in zip(fused, plain):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=0)  # sums in another order
+    # distances, log J, norms: the same up to sums in another order and atan2's last bits; the
+    # spread (which only sets the distance floor) comes from the float32 store on the CPU path
+    for a, b, rtol in zip(fused, plain, (1e-10, 1e-6, 1e-10, 1e-10)):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=0)
