@@ -17,7 +17,8 @@ Every case runs ``--rounds`` rounds; a round times each contender once, in an or
 from round to round, after one untimed warm-up call each (compilation, and this VM's first touch
 of fresh memory, ~3 s per GB). Reported: median times and the median of the per-round ratios.
 
-Usage: python benchmarks/bench_entropy.py [--rounds 3] [--only high|moderate] [--device cuda]
+Usage: python benchmarks/bench_entropy.py [--rounds 3] [--only high|moderate] [--cases 0 1]
+       [--device cuda]
 """
 
 from __future__ import annotations
@@ -89,28 +90,30 @@ def baseline_knn_entropy(x, algorithm):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """(wall seconds, CPU seconds of all this process's threads, value)."""
+    start, cpu = time.perf_counter(), time.process_time()
     value = fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start, value
+    return time.perf_counter() - start, time.process_time() - cpu, value
 
 
 def alternate(contenders, rounds):
-    """{name: fn} -> {name: (times, value)}: one warm-up each, then rotating rounds."""
+    """{name: fn} -> {name: (wall times, CPU times, value)}: one warm-up each, then rounds in
+    an order that rotates."""
     names = list(contenders)
-    out = {name: ([], None) for name in names}
-    for name in names:
-        out[name] = ([], contenders[name]())
+    out = {name: ([], [], contenders[name]()) for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds, value = timed(contenders[name])
+            seconds, cpu, _ = timed(contenders[name])
             out[name][0].append(seconds)
+            out[name][1].append(cpu)
     return out
 
 
-def ratio(result, base, name):
-    return statistics.median(b / t for b, t in zip(result[base][0], result[name][0]))
+def ratio(result, base, name, which=0):
+    """Median over rounds of baseline time / contender time (which: 0 wall, 1 CPU)."""
+    return statistics.median(b / t for b, t in zip(result[base][which], result[name][which]))
 
 
 def load():
@@ -119,8 +122,8 @@ def load():
 
 def high(rounds, device):
     print("| case | device | load | baseline (s) | aligned (s) | speed-up | raw chart (s) | "
-          "speed-up | S aligned | S raw | S baseline (float32) |")
-    print("|---" * 11 + "|")
+          "speed-up | CPU-time speed-up aligned / raw | S aligned | S raw | S baseline (float32) |")
+    print("|---" * 12 + "|")
     for n, d in HIGH:
         w = weight_queue(n, d)
         t = w.to(device)
@@ -132,15 +135,16 @@ def high(rounds, device):
         print(f"| N={n}, d={d} | {device} | {before}-{load()} | {med['baseline']:.2f} | "
               f"{med['aligned']:.3f} | {ratio(res, 'baseline', 'aligned'):.1f}x | "
               f"{med['raw']:.3f} | {ratio(res, 'baseline', 'raw'):.1f}x | "
-              f"{res['aligned'][1]:.10g} | {res['raw'][1]:.10g} | {res['baseline'][1]:.7g} |",
+              f"{ratio(res, 'baseline', 'aligned', 1):.1f}x / {ratio(res, 'baseline', 'raw', 1):.1f}x"
+              f" | {res['aligned'][2]:.10g} | {res['raw'][2]:.10g} | {res['baseline'][2]:.7g} |",
               flush=True)
         del w, t, res
 
 
 def moderate(rounds, device):
     print("| N | D | load | KD-tree (s) | ball tree (s) | thermosgd (s) | vs KD-tree | "
-          "vs ball tree | S thermosgd - S KD-tree |")
-    print("|---" * 9 + "|")
+          "vs ball tree | CPU time vs KD / ball | S thermosgd - S KD-tree |")
+    print("|---" * 10 + "|")
     for n, dim in MODERATE:
         x = np.random.default_rng(dim).standard_normal((n, dim))
         t = torch.from_numpy(x).to(device)
@@ -151,7 +155,8 @@ def moderate(rounds, device):
         med = {k: statistics.median(v[0]) for k, v in res.items()}
         print(f"| {n} | {dim} | {before}-{load()} | {med['kd']:.3f} | {med['ball']:.3f} | "
               f"{med['ours']:.3f} | {ratio(res, 'kd', 'ours'):.1f}x | "
-              f"{ratio(res, 'ball', 'ours'):.1f}x | {res['ours'][1] - res['kd'][1]:.1e} |",
+              f"{ratio(res, 'ball', 'ours'):.1f}x | {ratio(res, 'kd', 'ours', 1):.1f}x / "
+              f"{ratio(res, 'ball', 'ours', 1):.1f}x | {res['ours'][2] - res['kd'][2]:.1e} |",
               flush=True)
 
 
@@ -159,6 +164,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["high", "moderate"])
+    parser.add_argument("--cases", type=int, nargs="*", help="indices into the case list")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the baseline stays on the "
                         "CPU, as in the paper's code)")
     args = parser.parse_args()
@@ -166,6 +172,9 @@ def main():
           f"({torch.get_num_threads()} threads), device {args.device}, load average {load()}")
     sphere_entropy(weight_queue(50, 300))  # compile (then cached on disk)
     knn_entropy(np.random.default_rng(0).standard_normal((100, 20)))
+    if args.cases:
+        HIGH[:] = [HIGH[i] for i in args.cases if i < len(HIGH)]
+        MODERATE[:] = [MODERATE[i] for i in args.cases if i < len(MODERATE)]
     if args.only in (None, "high"):
         high(args.rounds, args.device)
     if args.only in (None, "moderate"):

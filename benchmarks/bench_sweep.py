@@ -11,7 +11,7 @@ The sweep: scikit-learn's digits, ConvNet k=4, fixed LR, eta in {0.1, 0.2, 0.4} 
   that depends on the thread count, so only equal counts can agree).
 ``--ray`` adds the Ray executor with one CPU per task. Timings alternate over ``--rounds``.
 
-Usage: python benchmarks/bench_sweep.py OUT_DIR [--rounds 1] [--ray]
+Usage: python benchmarks/bench_sweep.py OUT_DIR [--rounds 1] [--scale 1] [--ray]
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ stationary_logs = 5
 COLUMNS = ["train_loss", "test_acc", "radius", "trace_cov", "entropy", "temperature"]
 
 
-def run(out: Path, grid: Path, *extra, env=None) -> float:
+def run(out: Path, grid: Path, *extra, env=None, scale=1.0) -> float:
     start = time.perf_counter()
     subprocess.run(["thermosgd", "sweep", "run", str(grid), "--out", str(out), "--no-progress",
-                    *extra], check=True, env=env)
+                    "--scale", str(scale), *extra], check=True, env=env)
     seconds = time.perf_counter() - start
     subprocess.run(["thermosgd", "collect", str(out)], check=True, capture_output=True, env=env)
     return seconds
@@ -69,6 +69,8 @@ def main():
     parser.add_argument("out", type=Path)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--ray", action="store_true")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply run lengths (the "
+                        "CLI's --scale), e.g. 0.25 on a busy machine")
     args = parser.parse_args()
     root = args.out
     root.mkdir(parents=True, exist_ok=False)
@@ -88,11 +90,11 @@ def main():
         for name in names[r % len(names):] + names[:r % len(names)]:
             dirs[name] = root / f"{len(dirs)}-{names.index(name)}"
             load = os.getloadavg()[0]
-            times[name].append(run(dirs[name], grid, *cases[name]))
+            times[name].append(run(dirs[name], grid, *cases[name], scale=args.scale))
             print(f"round {r}: {name}: {times[name][-1]:.1f} s (load before {load:.2f}, "
                   f"after {os.getloadavg()[0]:.2f})", flush=True)
     reference_dir = root / "one-thread"
-    one_thread = run(reference_dir, grid, "--workers", "1", env=one)
+    one_thread = run(reference_dir, grid, "--workers", "1", env=one, scale=args.scale)
     print(f"one thread, sequential: {one_thread:.1f} s", flush=True)
     reference = pd.read_csv(reference_dir / "stationary.csv")
     base = statistics.median(times[names[0]])

@@ -37,7 +37,7 @@ __all__ = ["knn_entropy", "sphere_entropy", "to_spherical", "total_entropy"]
 
 _EULER_GAMMA = 0.5772156649015329
 _LOW_DIM = 3  # D <= this (on the CPU): exact sort-and-sweep kernel in numba
-_TREE_DIM = 16  # D <= this (on the CPU): scipy's k-d tree; above, the float32 Gram screen
+_TREE_DIM = 12  # D <= this (CPU): scipy's k-d tree; above, the float32 Gram screen (crossover)
 _FLOOR = 1e-10  # default distance floor, relative to the sample's RMS distance to its mean
 _MAX_MEMORY = 4 * 2**30  # default bound on the stored chart (float64 + float32 copies)
 _SWEEP_ERRORS = {1: "contains non-finite values", 2: "contains zero vectors (no direction)",
