@@ -13,11 +13,14 @@ estimated with eq. 25 and the mean log-Jacobian is added (eq. 26-27, appendix D.
 
 The total entropy adds the stretching to the mean radius, S = S_sphere + (d-1) log E||w|| (eq. 28).
 
-Two private kernels sit under the public functions. Low dimension on the CPU (D <= 3, the d = 3
-isotropic simulator: 289 sets of 1000 points, thousands of times per run) uses an exact float64
-sort-and-sweep search in numba, parallel over the batch. Everything else (D up to ~10^5, N up to
-~10^4, CUDA tensors) runs in torch, memory-bounded: float32 Gram screening of the centered data
-keeps 8 candidates per point and exact float64 differences pick the nearest one among them.
+Private kernels sit under the public functions, all exact (the nearest neighbour found is the
+float64 brute-force one). On the CPU: D <= 3 (the d = 3 isotropic simulator: 289 sets of 1000
+points, thousands of times per run) uses a float64 sort-and-sweep search in numba, parallel over
+the batch (``_lowdim``); flat samples with D <= 12 use scipy's k-d tree; above, the sphere chart
+is one fused numba pass (``_cpuchart``) and the search is a float32 Gram screen (BLAS sgemm) with
+a proven error bound followed by exact float64 distances of the candidates it leaves
+(``_screen``), both on a thread pool of torch's thread count. CUDA tensors and inputs too large to
+keep in float64 run in torch, memory-bounded (``_chart``, ``_gram``).
 """
 
 from __future__ import annotations
