@@ -36,19 +36,21 @@ _P = (-0.02031557066872881, 0.040136531491301974, -0.05115417619614505, 0.058634
 _P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8, _P9, _P10 = _P
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _atan2_right(y, x):  # pragma: no cover - compiled
     """atan2(y, x) for x >= 0 (the right half-plane), branch-free so that a loop vectorizes.
 
-    t = min/max(|y|, x) in [0, 1]; above tan(pi/8) the identity atan t = pi/4 + atan r with
-    r = (t - 1)/(t + 1) brings it to |r| <= tan(pi/8) (t - 1 is exact for t >= 1/2, Sterbenz),
-    where the polynomial holds. 0/0 (a zero row) gives NaN, which the log-Jacobian's -inf flags.
+    With a = min(|y|, x), b = max(|y|, x), t = a/b is in [0, 1]; above tan(pi/8) the identity
+    atan t = pi/4 + atan r, r = (t - 1)/(t + 1) = (a - b)/(a + b), brings it to |r| <= tan(pi/8),
+    where the polynomial holds: one division either way (a - b is exact for t >= 1/2, Sterbenz).
+    Multiply-adds may fuse (one rounding fewer). 0/0 (a zero row) gives NaN, which the
+    log-Jacobian's -inf flags.
     """
     ay = abs(y)
     steep = 1.0 if ay > x else 0.0
-    t = min(ay, x) / max(ay, x)
-    big = 1.0 if t > _TAN_PI_8 else 0.0
-    r = (t - big) / (1.0 + big * t)
+    a, b = min(ay, x), max(ay, x)
+    big = 1.0 if a > _TAN_PI_8 * b else 0.0
+    r = (a - big * b) / (b + big * a)
     z = r * r
     p = _P0
     p = p * z + _P1
@@ -61,9 +63,9 @@ def _atan2_right(y, x):  # pragma: no cover - compiled
     p = p * z + _P8
     p = p * z + _P9
     p = p * z + _P10
-    a = (r + r * z * p) + big * (math.pi / 4)
-    a = steep * (math.pi / 2) + (1.0 - 2.0 * steep) * a
-    return math.copysign(a, y)
+    angle = (r + r * z * p) + big * (math.pi / 4)
+    angle = steep * (math.pi / 2) + (1.0 - 2.0 * steep) * angle
+    return math.copysign(angle, y)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -89,7 +91,7 @@ def scan_rows(w, s, i0, i1, norms, unit):  # pragma: no cover - compiled
     return differs
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def chart_rows(w, u, aligned, ref, raw, out64, out32, sq, logj, t0, t1):  # pragma: no cover
     """Angles of the rows t0..t1 (flat index s N + i) of w (B, N, d) into out64 (B, N, d-1) and out32 (its float32 copy),
     log J into logj (B, N) and the squared norm of each float32 row (in float64) into sq (B, N).
