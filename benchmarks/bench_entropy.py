@@ -14,8 +14,8 @@ Moderate dimension (``knn_entropy``, eq. 25): Gaussian samples, D from 4 to 100,
 against scikit-learn's KD-tree and ball-tree searches (``NearestNeighbors(algorithm=...)``).
 
 Every case runs ``--rounds`` rounds; a round times each contender once, in an order that rotates
-from round to round, after one untimed warm-up call each (compilation, and this VM's first touch
-of fresh memory, ~3 s per GB). Reported: median times and the median of the per-round ratios.
+from round to round, after one untimed warm-up call of thermosgd's (compilation, and this VM's
+first touch of fresh memory, ~3 s per GB). Reported: median times and the median of the per-round ratios.
 
 Usage: python benchmarks/bench_entropy.py [--rounds 3] [--only high|moderate] [--cases 0 1]
        [--device cuda]
@@ -39,6 +39,7 @@ from thermosgd.entropy import knn_entropy, sphere_entropy
 HIGH = [(1000, 24408), (1000, 43692), (4000, 24408), (4000, 43692)]
 MODERATE = [(10_000, 4), (10_000, 10), (10_000, 20), (10_000, 50), (10_000, 100), (2000, 100)]
 EULER = 0.5772156649015329
+NO_WARMUP = {"baseline"}  # NumPy and scikit-learn compile nothing: its first call is timed
 
 
 def weight_queue(n, d, *, seed=0, spread=0.05, correlation=0.99, radius=3.0):
@@ -99,13 +100,16 @@ def timed(fn):
 
 
 def alternate(contenders, rounds):
-    """{name: fn} -> {name: (wall times, CPU times, value)}: one warm-up each, then rounds in
-    an order that rotates."""
+    """{name: fn} -> {name: [wall times, CPU times, value]}: one warm-up call each (but the
+    baseline's), then rounds in an order that rotates."""
     names = list(contenders)
-    out = {name: ([], [], contenders[name]()) for name in names}
+    out = {name: [[], [], None] for name in names}
+    for name in names:
+        if name not in NO_WARMUP:
+            out[name][2] = contenders[name]()
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds, cpu, _ = timed(contenders[name])
+            seconds, cpu, out[name][2] = timed(contenders[name])
             out[name][0].append(seconds)
             out[name][1].append(cpu)
     return out
