@@ -13,11 +13,14 @@ estimated with eq. 25 and the mean log-Jacobian is added (eq. 26-27, appendix D.
 
 The total entropy adds the stretching to the mean radius, S = S_sphere + (d-1) log E||w|| (eq. 28).
 
-Two private kernels sit under the public functions. Low dimension on the CPU (D <= 3, the d = 3
-isotropic simulator: 289 sets of 1000 points, thousands of times per run) uses an exact float64
-sort-and-sweep search in numba, parallel over the batch. Everything else (D up to ~10^5, N up to
-~10^4, CUDA tensors) runs in torch, memory-bounded: float32 Gram screening of the centered data
-keeps 8 candidates per point and exact float64 differences pick the nearest one among them.
+Private kernels sit under the public functions, all exact (the nearest neighbour found is the
+float64 brute-force one). On the CPU: D <= 3 (the d = 3 isotropic simulator: 289 sets of 1000
+points, thousands of times per run) uses a float64 sort-and-sweep search in numba, parallel over
+the batch (``_lowdim``); flat samples with D <= 12 use scipy's k-d tree; above, the sphere chart
+is one fused numba pass (``_cpuchart``) and the search is a float32 Gram screen (BLAS sgemm) with
+a proven error bound followed by exact float64 distances of the candidates it leaves
+(``_screen``), both on a thread pool of torch's thread count. CUDA tensors and inputs too large to
+keep in float64 run in torch, memory-bounded (``_chart``, ``_gram``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = ["knn_entropy", "sphere_entropy", "to_spherical", "total_entropy"]
 
 _EULER_GAMMA = 0.5772156649015329
 _LOW_DIM = 3  # D <= this (on the CPU): exact sort-and-sweep kernel in numba
+_TREE_DIM = 12  # D <= this (CPU): scipy's k-d tree; above, the float32 Gram screen (crossover)
 _FLOOR = 1e-10  # default distance floor, relative to the sample's RMS distance to its mean
 _MAX_MEMORY = 4 * 2**30  # default bound on the stored chart (float64 + float32 copies)
 _SWEEP_ERRORS = {1: "contains non-finite values", 2: "contains zero vectors (no direction)",
@@ -63,12 +67,21 @@ def knn_entropy(x, *, min_distance=None):
         with _torch_threads_kept():
             d2 = _nn_sqdist_sweep(x64)
         rms2 = _rms2_numpy(x64)
+    elif _on_cpu(data) and dim <= _TREE_DIM:
+        x64 = _numpy64(data)
+        norms = np.linalg.norm(x64, axis=-1)
+        _check(norms, (x64 == x64[:, :1]).all(axis=(1, 2)), "x", nonzero=False)
+        d2 = _nn_sqdist_tree(x64)
+        rms2 = _rms2_numpy(x64)
     else:
         with torch.no_grad():
             t = _tensor(data)
             norms, _ = _scan_rows(t, "x", nonzero=False)
             store64, store32, ss, _ = _store_chart(t, _identity_chart, dim, max_memory=_MAX_MEMORY)
-            d2 = _nn_sqdist_gram(store32, ss.float(), store64).cpu().numpy()  # host: result
+            if _on_cpu(data):
+                d2 = _screen_store(store32, store64)
+            else:
+                d2 = _nn_sqdist_gram(store32, ss.float(), store64).cpu().numpy()  # host: result
             rms2 = ss.mean(-1).cpu().numpy()
     scale2 = (norms**2).mean(-1)
     h = _kl_from_sqdist(d2, dim, rms2, scale2, "x", min_distance, stacklevel=3)
@@ -158,9 +171,38 @@ def _as_batch(x, name, *, min_width):
     return x, batched
 
 
+def _on_cpu(x):
+    return not isinstance(x, torch.Tensor) or x.device.type == "cpu"
+
+
 def _sweep_eligible(x, dim):
-    on_cpu = not isinstance(x, torch.Tensor) or x.device.type == "cpu"
-    return dim <= _LOW_DIM and on_cpu
+    return dim <= _LOW_DIM and _on_cpu(x)
+
+
+def _nn_sqdist_tree(x64):
+    """Exact squared nearest-neighbour distances (B, N) of x64 (B, N, D) from a k-d tree
+    (scipy's cKDTree: float64 sums of squared coordinate differences, as brute force), queried
+    on torch's thread budget."""
+    from scipy.spatial import cKDTree
+
+    workers = torch.get_num_threads()
+    out = np.empty(x64.shape[:2])
+    for s, pts in enumerate(x64):
+        # k = 2: the point itself (distance 0) and its nearest other point (0 for a duplicate)
+        out[s] = cKDTree(pts).query(pts, k=2, workers=workers)[0][:, 1] ** 2
+    return out
+
+
+def _screen_store(store32, store64):
+    """The CPU's proven float32 screen and exact pass over a centred store (torch tensors)."""
+    from thermosgd.entropy import _screen
+
+    x32 = store32.numpy()
+    sq = np.empty(x32.shape[:2])
+    with _torch_threads_kept():
+        _screen.row_sq(x32, sq)
+        return _screen.nn_sqdist(x32, sq, None if store64 is None else store64.numpy(),
+                                 threads=torch.get_num_threads())
 
 
 def _numpy64(x):

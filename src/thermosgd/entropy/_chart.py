@@ -46,7 +46,10 @@ def _sphere_torch(w, align, max_memory, *, fused=None):
     distance.
     """
     b, n, d = w.shape
-    norms, unit_sum = _scan_rows(w, "w", nonzero=True)
+    if fused is None:  # the numba passes on the CPU whenever the float64 chart fits
+        fused = w.device.type == "cpu" and b * n * (d - 1) * 12 <= max_memory
+    x = _host_input(w) if fused else None
+    norms, unit_sum = _scan_cpu(x, "w") if fused else _scan_rows(w, "w", nonzero=True)
     m = unit_sum / np.maximum(np.linalg.norm(unit_sum, axis=-1, keepdims=True), 1e-300)  # (B, d)
     dev = w.device
     u, ref = None, None
@@ -57,10 +60,8 @@ def _sphere_torch(w, align, max_memory, *, fused=None):
         v, coef = _householder(m, d)
         u_host = np.ascontiguousarray(v[:, ::-1] * np.sqrt(coef)[:, None])
         u = torch.from_numpy(u_host).to(dev)
-    if fused is None:  # the numba passes on the CPU whenever the float64 chart fits
-        fused = dev.type == "cpu" and b * n * (d - 1) * 12 <= max_memory
     if fused:
-        return _sphere_cpu(w, align, m, u_host, norms)
+        return _sphere_cpu(x, align, m, u_host, norms)
 
     def chart(y, sets, out):
         """Reversed rows y (bs, rs, d) float64 -> angle chart into out (bs, rs, d-1); log J."""
@@ -87,29 +88,67 @@ def _sphere_torch(w, align, max_memory, *, fused=None):
     return d2.cpu().numpy(), ss.mean(-1).cpu().numpy(), logj.mean(-1).cpu().numpy(), norms
 
 
-def _sphere_cpu(w, align, m, u, norms):
-    """:func:`_sphere_torch` on the CPU with the chart and its centring as fused numba passes
-    (``_cpuchart``), the float64 chart kept."""
-    from thermosgd.entropy import _cpuchart
+def _host_input(w):
+    """w (B, N, d) torch on the CPU -> C-ordered NumPy float32 or float64 (float16 and bfloat16
+    are exact in float32)."""
+    if w.dtype not in (torch.float32, torch.float64):
+        w = w.to(torch.float32)
+    return np.ascontiguousarray(w.numpy())
 
-    b, n, d = w.shape
-    x = np.ascontiguousarray(w.numpy())
-    if x.dtype not in (np.float32, np.float64):  # float16, bfloat16: exact in float32
-        x = np.ascontiguousarray(w.to(torch.float32).numpy())
+
+def _scan_cpu(x, name):
+    """:func:`_scan_rows` for host arrays in one numba pass: row norms (B, N), unit-row sums."""
+    from thermosgd.entropy import _cpuchart
+    from thermosgd.entropy._screen import pool_map, row_ranges
+
+    b, n, d = x.shape
+    threads = torch.get_num_threads()
+    norms, unit, same = np.empty((b, n)), np.zeros((b, d)), np.zeros(b, np.bool_)
+    for s in range(b):
+        tasks = [(x, s, i0, i1, norms, np.zeros(d)) for i0, i1 in row_ranges(n, 4 * threads)]
+        differs = pool_map(_cpuchart.scan_rows, tasks, threads)
+        unit[s] = sum(task[-1] for task in tasks)
+        same[s] = not any(differs)
+    _check(norms, same, name, nonzero=True)
+    return norms, unit
+
+
+def _sphere_cpu(x, align, m, u, norms):
+    """:func:`_sphere_torch` on the CPU: the chart as one fused numba pass (``_cpuchart``) into
+    uncentred float64 and float32 stores, then the proven float32 screen and the exact float64
+    pass (``_screen``). Row ranges run on a pool of torch's thread count."""
+    from thermosgd.entropy import _cpuchart, _screen
+
+    b, n, d = x.shape
+    threads = torch.get_num_threads()
     ref = np.zeros((b, d - 1))
+    if not align:  # reference: the mean direction's own chart coordinates
+        own = np.empty((b, 1, d - 1))
+        _cpuchart.chart_rows(np.ascontiguousarray(m[:, None, :]), u, False, ref, False, own,
+                             np.empty((b, 1, d - 1), np.float32), np.empty((b, 1)),
+                             np.empty((b, 1)), 0, b)
+        ref = np.ascontiguousarray(own[:, 0])
+    store64, store32 = np.empty((b, n, d - 1)), np.empty((b, n, d - 1), np.float32)
+    sq, logj = np.empty((b, n)), np.empty((b, n))
+    _screen.pool_map(_cpuchart.chart_rows,
+                     [(x, u, bool(align), ref, not align, store64, store32, sq, logj, t0, t1)
+                      for t0, t1 in _screen.row_ranges(b * n, 16 * threads)], threads)
+    rms2, mean2 = np.empty(b), np.empty(b)
+    for s in range(b):
+        tasks = [(store32, s, i0, i1, np.zeros(d - 1)) for i0, i1 in
+                 _screen.row_ranges(n, 4 * threads)]
+        square = sum(_screen.pool_map(_cpuchart.spread_rows, tasks, threads))
+        mean = sum(task[-1] for task in tasks) / n
+        mean2[s] = mean @ mean
+        rms2[s] = max(square / n - mean2[s], 0.0)
     with _torch_threads_kept():
-        if not align:  # reference: the mean direction's own chart coordinates
-            own, scratch = np.empty((b, 1, d - 1)), np.empty((b, 1))
-            _cpuchart.chart_rows(np.ascontiguousarray(m[:, None, :]), u, False, ref, False,
-                                 own, scratch)
-            ref = np.ascontiguousarray(own[:, 0])
-        store64, logj = np.empty((b, n, d - 1)), np.empty((b, n))
-        _cpuchart.chart_rows(x, u, bool(align), ref, not align, store64, logj)
-        store32, ss = np.empty((b, n, d - 1), np.float32), np.empty((b, n))
-        _cpuchart.centre(store64, store32, ss, 4 * torch.get_num_threads())
-    d2 = _nn_sqdist_gram(torch.from_numpy(store32), torch.from_numpy(ss).float(),
-                         torch.from_numpy(store64))
-    return d2.numpy(), ss.mean(-1), logj.mean(-1), norms
+        if np.any(mean2 > rms2):
+            # the screen's error bound grows with the norms, so an offset above the spread
+            # (angles far from the mean direction's, e.g. a sample split across phi's cut) is
+            # removed in float64 first
+            _cpuchart.centre(store64, store64.mean(axis=1), store32, sq)
+        d2 = _screen.nn_sqdist(store32, sq, store64, threads=threads)
+    return d2, rms2, logj.mean(-1), norms
 
 
 def _scan_rows(w, name, *, nonzero):
