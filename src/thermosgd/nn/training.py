@@ -34,6 +34,7 @@ from thermosgd.results.rundir import (
     read_finished,
     write_metrics,
 )
+from thermosgd.results.schema import ARCHITECTURES, architecture_of
 
 __all__ = ["prepare", "train", "train_batched"]
 
@@ -49,7 +50,13 @@ def prepare(config: TrainConfig, out: Path | None) -> None:
     _io.check_output_dir(out, KIND)
     stored = out / "config.json"
     if stored.is_file():
-        before = json.loads(stored.read_text())["config"]
+        record = json.loads(stored.read_text())
+        found, now_network = architecture_of(record), ARCHITECTURES[config.model]
+        if record["config"].get("model") == config.model and found != now_network:
+            raise ValueError(f"{out} holds a run of the network {found}, which this thermosgd "
+                             f"no longer trains (it builds {now_network}); it still reads, "
+                             "but to train use a new --out")
+        before = record["config"]
         now = config.to_dict()
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         before = defaults | before  # a field added after the run was written reads as its default

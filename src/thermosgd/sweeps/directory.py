@@ -15,6 +15,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from thermosgd.results import io as _io
+from thermosgd.results.schema import ARCHITECTURES, architecture_of
 from thermosgd.sweeps.grid import Sweep
 
 __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "run_name",
@@ -175,10 +176,18 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                  "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                  "sphere_radius": config.radius, "seed": config.seed}
         state = run_state(out, name)
-        row = hyper | {"status": state}
+        # what a run not yet written would use: this thermosgd's network and the sweep's options
+        row = hyper | {"status": state, "architecture": ARCHITECTURES[config.model],
+                       "chart": config.chart, "measurement": config.measurement}
         run = run_dir(out, name)
         if state in ("finished", "diverged"):
             summary = json.loads((run / "summary.json").read_text())
+            recorded = summary.get("config") or {}
+            # runs written before these were recorded: the first ResNet-18, the aligned chart
+            # only, thermosgd's measurement
+            row |= {"architecture": architecture_of(summary),
+                    "chart": recorded.get("chart", "aligned"),
+                    "measurement": recorded.get("measurement", "thermosgd")}
             row |= {"iterations_done": summary["iterations_done"],
                     "diverged_at": summary["diverged_at"], "d": summary["d"]}
             row |= summary["stationary"]
