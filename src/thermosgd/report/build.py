@@ -137,9 +137,10 @@ def _table4_comparison(analysis: Analysis):
     v3 = analysis.checks.get("V3", {})
     fits = {k: v3.get(k) for k in TABLE4_CHARTS}
     fitted = [f for f in fits.values() if isinstance(f, dict) and "skipped" not in f]
-    if not fitted:
-        return None
-    printed = fitted[0].get("paper_printed") or {}
+    printed = fitted[0].get("paper_printed") if fitted else None
+    if not fitted or (printed is None and "table4_raw" not in v3):
+        return None  # one fit and nothing published to set beside it: the checks say it all
+    printed = printed or {}
 
     def cell(fit, metric):
         value = fit.get(metric) if isinstance(fit, dict) else None
