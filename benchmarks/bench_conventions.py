@@ -86,13 +86,15 @@ def conventions_at(engine: Engine) -> dict:
 
 
 def chart_cost(engine: Engine, repeat: int = 3) -> dict:
-    """Seconds of the aligned and raw entropies of the queue and of a whole log point."""
+    """Seconds of the aligned and raw entropies of the queue (best of ``repeat``) and of a whole
+    log point with both charts (once)."""
     times = {}
-    for label, fn in (("aligned", lambda: engine.queue.entropies(engine.iteration)),
-                      ("raw", lambda: engine.queue.entropies(engine.iteration, align=False)),
-                      ("log_point", engine.measure)):
+    for label, fn, count in (
+            ("aligned", lambda: engine.queue.entropies(engine.iteration), repeat),
+            ("raw", lambda: engine.queue.entropies(engine.iteration, align=False), repeat),
+            ("log_point", engine.measure, 1)):
         best = math.inf
-        for _ in range(repeat):
+        for _ in range(count):
             tick = time.perf_counter()
             fn()
             best = min(best, time.perf_counter() - tick)
@@ -116,10 +118,23 @@ def table4_variants(metrics: pd.DataFrame, table: pd.DataFrame, protocol: str, d
     return out
 
 
+def stationary_windows(metrics: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """Mean over finished runs of the ratio (last 60 logs) / (last 30 logs) of U, sigma^2, r*,
+    and how many of the last logs carry an entropy (the queue must be full first)."""
+    finished = metrics[metrics["run"].isin(table.loc[table["status"] == "finished", "run"])]
+    by_run = finished.groupby("run")
+    cols = ["train_loss", "sigma2", "radius", "radius_theory"]
+    ratio = by_run.tail(60).groupby("run")[cols].mean() / by_run.tail(30).groupby("run")[cols].mean()
+    return {"last60/last30": {c: {"mean": float(ratio[c].mean()), "min": float(ratio[c].min()),
+                                  "max": float(ratio[c].max())} for c in cols},
+            "logs_with_entropy": int(by_run["entropy"].count().min())}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
+    parser.add_argument("--runs", type=int, default=None, help="at most this many states")
     args = parser.parse_args()
     from thermosgd import sweeps
 
@@ -128,7 +143,7 @@ def main():
     configs = {sweeps.run_name(c): c for c in spec.configs(scale=scale, device="cpu")}
     data = load_data(next(iter(configs.values())), torch.device("cpu"))
     rows, cost = [], None
-    for name in table.loc[table["status"] == "finished", "run"]:
+    for name in table.loc[table["status"] == "finished", "run"][: args.runs]:
         engine = _state(configs[name], sweeps.run_dir(args.sweep, name), data)
         row = {"run": name} | conventions_at(engine)
         rows.append(row)
@@ -152,9 +167,10 @@ def main():
     summary = {k: {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
                for k, v in ratios.items()}
     d = int(table["d"].dropna().iloc[0])
-    variants = table4_variants(metrics, table, spec.protocol, d)
+    enough = (table["status"] == "finished").sum() >= fits.MIN_FIT_POINTS
+    variants = table4_variants(metrics, table, spec.protocol, d) if enough else {}
     report = {"runs": len(states), "d": d, "ratios": summary, "table4": variants,
-              "chart_seconds": cost}
+              "windows": stationary_windows(metrics, table), "chart_seconds": cost}
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps({"states": rows} | report, indent=1))
