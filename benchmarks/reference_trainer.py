@@ -266,5 +266,6 @@ def log_row(protocol, d, iteration, stats, test, window, entropies) -> dict:
         protocol, d, radius=stats["radius"], trace_cov=stats["trace_cov"],
         full_grad_norm2=stats["full_grad_norm2"], stoch_grad_norm2=window["stoch_grad_norm2"],
         lambda_eff=window["lambda_eff"])
-    first = list(METRIC_COLUMNS)
-    return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}
+    first = list(METRIC_COLUMNS)  # the old trainer had no raw-chart entropy: NaN there
+    return ({k: row.get(k, float("nan")) for k in first}
+            | {k: v for k, v in row.items() if k not in first})

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from thermosgd.nn import build_model, parameter_norm, scale_invariant_parameters
 from thermosgd.nn.models import HEAD_NORM
@@ -63,3 +64,65 @@ def test_bad_model_arguments(kwargs, message):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message):
         build_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name,width,count", [("convnet", 8, 4), ("resnet18", 4, 20)])
+def test_batchnorm_layers(name, width, count):
+    """ConvNet: one BatchNorm per conv. ResNet-18: two per block (8), one in each of the three
+    projection shortcuts, and the final one: 20, as in the paper's code."""
+    model = build_model(name, width=width)
+    found = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(found) == count and not any(m.affine for m in found)
+
+
+def _reference_resnet_logits(weights, head, x, eps):
+    """An independent pre-activation ResNet-18 in functional form: ``weights`` are the trainable
+    convolutions in the order stem, then per block conv1, conv2 (and the shortcut's 1x1 conv).
+    Every BatchNorm is without affine parameters, in training mode (batch statistics)."""
+    def bn(t):
+        return F.batch_norm(t, None, None, training=True, eps=eps)
+
+    it = iter(weights)
+    out = F.conv2d(x, next(it), padding=1)
+    c_in = out.shape[1]
+    for stage, stride in enumerate((1, 2, 2, 2)):
+        c_out = c_in if stage == 0 else 2 * c_in
+        for block in range(2):
+            s = stride if block == 0 else 1
+            pre = F.relu(bn(out))
+            branch = F.conv2d(pre, next(it), stride=s, padding=1)
+            branch = F.conv2d(F.relu(bn(branch)), next(it), padding=1)
+            if s != 1 or c_in != c_out:  # projection: BN, then the 1x1 strided conv
+                out = branch + F.conv2d(bn(pre), next(it), stride=s)
+            else:
+                out = branch + out
+            c_in = c_out
+    pooled = F.relu(bn(out)).mean(dim=(2, 3))
+    return pooled @ head.T
+
+
+def test_resnet18_logits_match_an_independent_construction():
+    """Fixed seed, fixed inputs (float64): the library's ResNet-18 computes the function of the
+    construction above with the same weights. Only summation order differs: 1e-10 relative."""
+    model = build_model("resnet18", width=2, init_seed=5).double().train()
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    weights = [p.detach() for p in scale_invariant_parameters(model)]
+    assert [tuple(w.shape[2:]) for w in weights].count((1, 1)) == 3
+    expected = _reference_resnet_logits(weights, model.head.weight.detach(), x, eps=1e-5)
+    found = model(x).detach()
+    torch.testing.assert_close(found, expected, rtol=1e-10, atol=1e-12)
+    # and the shortcut's BatchNorm matters: without it the function differs
+    no_bn = _without_shortcut_bn(x)
+    assert (no_bn - found).norm() / found.norm() > 0.01
+
+
+def _without_shortcut_bn(x):
+    """thermosgd 0.2's shortcut: the 1x1 conv of relu(bn1(x)) with no BatchNorm between."""
+    import thermosgd.nn.models as models
+
+    model = build_model("resnet18", width=2, init_seed=5).double().train()
+    for module in model.modules():
+        if isinstance(module, models._PreActBlock) and module.shortcut_bn is not None:
+            module.shortcut_bn = torch.nn.Identity()
+    return model(x).detach()

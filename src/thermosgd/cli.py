@@ -152,6 +152,10 @@ def _add_sweep_parsers(sub):
     grid.add_argument("--wd", type=float, nargs="+", help="lambda values")
     grid.add_argument("--radius", type=float, nargs="+", help="r values (fixed-sphere)")
     grid.add_argument("--seeds", type=int, nargs="+")
+    _add_convention_options(grid, {})
+    grid.add_argument("--stationary-logs", type=int,
+                      help="stationary means over the last this-many logs (the paper: 30; one "
+                           "of its CIFAR-100 notebooks: 60)")
     st = sw_sub.add_parser("status", help="finished, running, diverged, pending counts")
     st.add_argument("dir", help="a sweep directory")
     co = sub.add_parser("collect", help="one metrics.parquet and stationary.csv for a sweep",
@@ -240,11 +244,23 @@ def _add_train_parser(sub):
             ("measure_passes", int, "train-set passes per log for loss, gradient, Tr Sigma")):
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name],
                        help=f"{text} (default {d[name]})")
+    _add_convention_options(g, d)
     tr.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto (default)")
     tr.add_argument("--checkpoint-every", type=float, default=600.0,
                     help="seconds between checkpoints, taken at log points (default 600)")
     tr.add_argument("--no-progress", action="store_true")
     _add_wait(tr)
+
+
+def _add_convention_options(group, defaults):
+    """--chart and --measurement; TrainConfig checks the values (one line, exit 2)."""
+    group.add_argument("--chart", default=defaults.get("chart"),
+                       help="entropy chart(s) recorded at each log point: both, aligned "
+                            "(thermosgd's estimator) or raw (the paper's chart) (default both)")
+    group.add_argument("--measurement", default=defaults.get("measurement"),
+                       help="log-point conventions: thermosgd (one pass of disjoint batches) or "
+                            "paper (BatchNorm batches of 1024, Q = N extra batches for Tr Sigma, "
+                            "queue-radius rescaling, truncated log schedule) (default thermosgd)")
 
 
 def _prepare(args):
@@ -282,7 +298,8 @@ def _prepare(args):
 
 _TRAIN_FIELDS = ("samples_per_class", "image_size", "label_noise", "batch_size", "init_seed",
                  "head_seed", "bn_eps", "queue_every", "log_every", "log_linear_until",
-                 "log_points", "stationary_logs", "measure_passes")
+                 "log_points", "stationary_logs", "measure_passes", "chart", "measurement")
+_SWEEP_TRAIN_FIELDS = ("chart", "measurement", "stationary_logs")  # sweep run's overrides
 
 
 def _prepare_train(args, progress):
@@ -371,7 +388,9 @@ def _prepare_sweep(args, progress):
     spec = sweeps.sweep_from_options(
         args.spec, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
-        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds)
+        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds,
+        train={name: getattr(args, name) for name in _SWEEP_TRAIN_FIELDS
+               if getattr(args, name) is not None} or None)
     _check_run_options(args)
     options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
                "progress": progress, "checkpoint_every": args.checkpoint_every,

@@ -11,7 +11,9 @@ carries, never by which engine wrote it:
 - V2 (eq. 22), the V3 slope targets and V4 (eq. 31) where the closed-form entropy
   ``entropy_theory`` exists: they test the isotropic model's own predictions.
 - V3 as Table 4 (eq. 34/108-110, with bootstrap intervals) for fixed LR and fixed ELR wherever
-  an entropy was measured on at least six grid points.
+  an entropy was measured on at least six grid points: ``table4`` on the aligned chart's
+  ``entropy`` and, where a network run recorded it, ``table4_raw`` on the paper's raw chart
+  (``entropy_raw``).
 
 Seeds are averaged first, by the one rule of :func:`thermosgd.analysis.tables.seed_average`.
 """
@@ -25,9 +27,12 @@ from thermosgd import theory
 from thermosgd.analysis.fits import MIN_FIT_POINTS, entropy_plane, table4
 from thermosgd.analysis.tables import error_summary, grid_indices, interior_mask, seed_average
 from thermosgd.results.compat import upgrade_stationary
-from thermosgd.results.schema import grid_axes
+from thermosgd.results.schema import CHART_COLUMNS, grid_axes
 
-__all__ = ["check_adiabats", "check_entropy_slopes", "check_potential_minimum", "check_radius",
+# Table 4's fit on each entropy chart: where it sits under V3 -> the total entropy column
+TABLE4_CHARTS = {"table4": CHART_COLUMNS["aligned"][1], "table4_raw": CHART_COLUMNS["raw"][1]}
+
+__all__ = ["TABLE4_CHARTS", "check_adiabats", "check_entropy_slopes", "check_potential_minimum", "check_radius",
            "isotropic_checks", "stationary_checks"]
 
 
@@ -184,14 +189,17 @@ def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int =
         out["V2"] = check_potential_minimum(avg)
     v3 = check_entropy_slopes(avg) if model else {}
     if protocol in ("fixed-lr", "fixed-elr"):
-        usable = int(np.isfinite(avg["entropy"].to_numpy(float)).sum())
         x, y = grid_axes(protocol)
-        v3["table4"] = (table4(avg[x], avg[y], avg["entropy"], protocol=protocol,
-                               d=int(avg["d"].iloc[0]), interior=interior,
-                               bootstrap=bootstrap, seed=seed)
-                        if usable >= MIN_FIT_POINTS else
-                        {"skipped": f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
-                                    f"grid points with an entropy, got {usable}"})
+        for key, column in TABLE4_CHARTS.items():  # one fit per entropy chart measured
+            if column != "entropy" and not _has(avg, column):
+                continue
+            usable = int(np.isfinite(avg[column].to_numpy(float)).sum())
+            v3[key] = (table4(avg[x], avg[y], avg[column], protocol=protocol,
+                              d=int(avg["d"].iloc[0]), interior=interior,
+                              bootstrap=bootstrap, seed=seed)
+                       if usable >= MIN_FIT_POINTS else
+                       {"skipped": f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
+                                   f"grid points with an entropy, got {usable}"})
     if v3:
         out["V3"] = v3
     if model:

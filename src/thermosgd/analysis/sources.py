@@ -17,12 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thermosgd.analysis.checks import stationary_checks
-from thermosgd.analysis.fits import MIN_FIT_POINTS, PAPER_TABLE4
+from thermosgd.analysis.checks import TABLE4_CHARTS, stationary_checks
+from thermosgd.analysis.fits import (
+    MIN_FIT_POINTS,
+    PAPER_TABLE4,
+    PAPER_TABLE4_NOTES,
+    PAPER_TABLE4_PRINTED,
+)
 from thermosgd.analysis.tables import converging, seed_average
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
-from thermosgd.results.schema import MANIFEST, grid_axes
+from thermosgd.results.schema import CHART_COLUMNS, CHARTS, MANIFEST, grid_axes
 
 __all__ = ["READERS", "Analysis", "MissingProtocol", "analyse_path", "grid_checks",
            "read_isotropic", "read_protocol_folder", "read_sweep", "write_analysis"]
@@ -77,6 +82,8 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     if absent:
         raise ValueError(f"{path}: the runs lack the column(s) {', '.join(absent)}; were they "
                          "written by `thermosgd train` / `sweep run`?")
+    provenance = _one_network(path, done)
+    table, charts = _common_charts(table, done)
     logs = int(spec.train.get("stationary_logs", 30))
     flags = {run: converging(m, logs=logs) for run, m in metrics.groupby("run")}
     finished = table["status"] == "finished"
@@ -87,24 +94,64 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     table = table.sort_values(list(grid_axes(spec.protocol)), kind="stable")
     still = table.loc[table["converging"], "run"].tolist()
     if spec.protocol in ("fixed-lr", "fixed-elr"):
-        found = int(np.isfinite(seed_average(table)["entropy"].to_numpy(float)).sum())
+        averaged = seed_average(table)
+        found = max(int(np.isfinite(averaged[c].to_numpy(float)).sum())
+                    for c in TABLE4_CHARTS.values() if c in averaged)
         if found < MIN_FIT_POINTS:
             raise ValueError(
                 f"{path}: the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                 f"configurations with an entropy, got {found}: {len(still)} still converging "
                 f"(appendix H), {len(missing)} not finished, {len(diverged)} diverged")
     checks = stationary_checks(table, bootstrap=bootstrap, seed=seed)
-    if "V3" in checks:
-        paper = PAPER_TABLE4.get((spec.model, spec.width, spec.dataset), {})
-        checks["V3"]["table4"]["paper"] = paper.get(spec.protocol)
+    setup_key = (spec.model, spec.width, spec.dataset)
+    for key in TABLE4_CHARTS:
+        fit = checks.get("V3", {}).get(key)
+        if fit is not None:
+            fit["paper"] = PAPER_TABLE4.get(setup_key, {}).get(spec.protocol)
+            fit["paper_printed"] = PAPER_TABLE4_PRINTED.get(setup_key, {}).get(spec.protocol)
     setup = {"sweep": spec.name, "protocol": spec.protocol, "model": spec.model,
              "width": spec.width, "dataset": spec.dataset, "d": int(done["d"].iloc[0]),
              "iterations": spec.iterations, "configurations": spec.size,
-             "seeds": len(spec.seeds)}
+             "seeds": len(spec.seeds), **provenance, "charts": charts}
+    note = PAPER_TABLE4_NOTES.get((*setup_key, spec.protocol))
+    if note:
+        setup["paper_note"] = note
     runs = {"missing": missing, "diverged": diverged, "converging": still, "damaged": damaged}
     path = Path(path)
     return [Analysis(spec.name, spec.protocol, table, checks, setup, runs, metrics,
                      path / "figures", _mtime(path.glob("runs/*/summary.json")))]
+
+
+def _one_network(path, done: pd.DataFrame) -> dict:
+    """The network and measurement mode every finished run used; ValueError when they mix
+    (stationary values from different functions or conventions are not one surface to fit)."""
+    found = {}
+    for column, what in (("architecture", "networks"), ("measurement", "measurement modes")):
+        counts = done[column].value_counts() if column in done else pd.Series(dtype=int)
+        if len(counts) > 1:
+            mix = ", ".join(f"{value} ({count} runs)" for value, count in counts.items())
+            raise ValueError(f"{path}: the finished runs mix {what}: {mix}; fit each as its "
+                             "own sweep")
+        if len(counts):
+            found[column] = str(counts.index[0])
+    return found
+
+
+def _common_charts(table: pd.DataFrame, done: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The table with only the entropy charts every finished run recorded, and a line saying
+    which: a chart that some runs lack is left out rather than fitted on a part of the grid."""
+    recorded = done["chart"] if "chart" in done else pd.Series("aligned", index=done.index)
+    kept, said = [], []
+    for chart in CHARTS:
+        has = recorded.isin([chart, "both"])
+        if has.all():
+            kept.append(chart)
+        elif has.any():
+            said.append(f"{chart} recorded by {int(has.sum())} of {len(done)} finished runs, "
+                        "not fitted")
+    drop = [c for chart in CHARTS if chart not in kept for c in CHART_COLUMNS[chart]]
+    table = table.assign(**{c: np.nan for c in drop if c in table})
+    return table, " and ".join(kept) + "".join(f"; {s}" for s in said)
 
 
 def grid_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> dict:

@@ -111,19 +111,31 @@ class SnapshotQueue:
         """Snapshots held after ``iteration`` steps (at most N)."""
         return min(iteration // self.every, self.size)
 
+    def mean_norms(self, iteration: int) -> torch.Tensor | None:
+        """The mean norm of the snapshots taken so far (G,) float64, or None before the first.
+        Slots fill in order, so the first ``taken`` slots hold them."""
+        taken = self.taken(iteration)
+        if taken == 0:
+            return None
+        return self.data[:, :taken].double().norm(dim=2).mean(1)  # (G,)
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep the configurations ``rows`` (indices into the G axis)."""
         kept = self.data.index_select(0, rows.to(self.data.device))
         # pinned host memory keeps the snapshot copies from the GPU asynchronous
         self.data = kept.pin_memory() if self.data.is_pinned() else kept
 
-    def entropies(self, iteration: int) -> list[tuple[float, float]]:
+    def entropies(self, iteration: int, *, align: bool = True) -> list[tuple[float, float]]:
         """(sphere entropy, total entropy) per configuration once the queue is full (eq. 26-28:
-        S = S_sphere + (d - 1) log r, r the queue's mean norm); NaN before. One host sync."""
+        S = S_sphere + (d - 1) log r, r the queue's mean norm); NaN before. One host sync.
+
+        ``align=False``: in the paper's raw chart (``entropy.sphere_entropy``). The chart is
+        computed in float64 from the stored snapshots whatever their dtype; the paper's code
+        computed it in float32, which reads 1-7 nats high at d = 24408-43692."""
         count, _, d = self.data.shape
         if self.taken(iteration) < self.size:
             return [(math.nan, math.nan)] * count
-        s_sphere = np.atleast_1d(sphere_entropy(self.data))  # log point: host syncs
+        s_sphere = np.atleast_1d(sphere_entropy(self.data, align=align))  # log point: host syncs
         norms = self.data.double().norm(dim=2).mean(1).cpu().numpy()
         return [(float(s), float(theory.total_entropy(float(s), float(r), d)))
                 for s, r in zip(s_sphere, norms)]

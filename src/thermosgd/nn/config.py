@@ -8,14 +8,17 @@ import numbers
 from dataclasses import dataclass
 
 from thermosgd.protocols import PROTOCOLS, make_protocol
+from thermosgd.results.schema import CHARTS, MEASUREMENTS
 
 # torch loads only with the data and the device: a config, and the CLI's help, need neither
-__all__ = ["BN_EPS", "DATASETS", "MODEL_NAMES", "PAPER_WIDTH", "TrainConfig", "resolve_device"]
+__all__ = ["BN_EPS", "CHART_CHOICES", "DATASETS", "MEASUREMENTS", "MODEL_NAMES", "PAPER_WIDTH",
+           "TrainConfig", "resolve_device"]
 
 MODEL_NAMES = ("convnet", "resnet18")
 DATASETS = ("cifar10", "cifar100", "digits")
 PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
 BN_EPS = 1e-5  # PyTorch's default, as in the paper's code; see nn.models.build_model
+CHART_CHOICES = ("both", *CHARTS)  # entropy charts a run records at each log point
 _FLOATS = ("learning_rate", "weight_decay", "radius", "label_noise", "bn_eps")
 _INTS = ("width", "samples_per_class", "image_size", "iterations", "batch_size", "seed",
          "init_seed", "head_seed", "queue_size", "queue_every", "log_every", "log_linear_until",
@@ -52,6 +55,8 @@ class TrainConfig:
     log_points: int = 150
     stationary_logs: int = 30  # stationary value = mean over the last this-many logs
     measure_passes: int = 1  # passes over the train set per log point for loss, grad, Tr Sigma
+    chart: str = "both"  # entropy chart(s) recorded: "both", "aligned" (ours) or "raw" (paper's)
+    measurement: str = "thermosgd"  # log-point conventions: "thermosgd" or "paper" (nn.measure)
     device: str = "auto"  # "cpu", "cuda", "cuda:1", ...; "auto" takes CUDA when present
 
     def __post_init__(self):
@@ -76,6 +81,8 @@ class TrainConfig:
             object.__setattr__(self, "width", PAPER_WIDTH[self.model])
         _choice("dataset", self.dataset, DATASETS)
         _choice("protocol", self.protocol, PROTOCOLS)
+        _choice("entropy chart (--chart)", self.chart, CHART_CHOICES)
+        _choice("measurement mode (--measurement)", self.measurement, MEASUREMENTS)
         if self.dataset != "digits" and self.data is None:
             archive = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
             raise ValueError(f"{self.dataset} is read from the official archive: give its path "
@@ -114,6 +121,11 @@ class TrainConfig:
         """(learning rate, weight decay or radius): the protocol's two hyperparameters."""
         other = self.radius if self.protocol == "fixed-sphere" else self.weight_decay
         return float(self.learning_rate), float(other)
+
+    @property
+    def charts(self) -> tuple[str, ...]:
+        """The entropy charts this run records (``schema.CHARTS`` names)."""
+        return CHARTS if self.chart == "both" else (self.chart,)
 
     def make_protocol(self):
         return make_protocol(self.protocol, *self.hyperparameters)

@@ -23,6 +23,8 @@ at once, and the per-step window sums (``thermosgd.nn.accumulate``) stay on the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,7 @@ from thermosgd.nn.data import Dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters
 from thermosgd.protocols import make_protocol
 from thermosgd.results.rundir import load_checkpoint, save_checkpoint
+from thermosgd.results.schema import CHARTS
 
 __all__ = ["MECHANISMS", "SHARED_FIELDS", "Engine"]
 
@@ -44,7 +47,7 @@ MECHANISMS = ("auto", "loop", "vmap")
 SHARED_FIELDS = ("protocol", "model", "width", "dataset", "samples_per_class", "image_size",
                  "label_noise", "iterations", "batch_size", "init_seed", "head_seed", "bn_eps",
                  "queue_size", "queue_every", "log_every", "log_linear_until", "log_points",
-                 "stationary_logs", "measure_passes", "device")
+                 "stationary_logs", "measure_passes", "chart", "measurement", "device")
 
 _CHUNK = 1000  # steps of mini-batch indices drawn at once, (chunk, G, B) int64 on the device
 
@@ -95,7 +98,8 @@ class Engine:
                                    pin=qdev.type == "cpu" and self.device.type == "cuda")
         self.schedule = measure.log_schedule(cfg.iterations, every=cfg.log_every,
                                              linear_until=cfg.log_linear_until,
-                                             log_points=cfg.log_points)
+                                             log_points=cfg.log_points,
+                                             truncate=cfg.measurement == "paper")
         self.iteration, self.windows = 0, []
         self.rows = [[] for _ in configs]  # logged rows per configuration, kept in checkpoints
         self.seconds = [{"train": 0.0, "measure": 0.0} for _ in configs]
@@ -256,18 +260,27 @@ class Engine:
         gens = [torch.Generator(device=self.device).manual_seed(
             measure.measure_seed(self.configs[i].seed, self.iteration)) for i in self.active]
         saved = {n: t.clone() for n, t in self.buffers.items()}
+        n, r2 = self.data.train_x.shape[0], self._norms2()
         try:
-            stats = measure.batched_gradient_statistics(
-                self._measure_gradients(saved), self._norms2(), n=self.data.train_x.shape[0],
-                d=self.d, batch_size=cfg.batch_size, passes=cfg.measure_passes,
-                generators=gens)
+            if cfg.measurement == "paper":  # rescaled by the queue's mean radius, not ||w||
+                mean = self.queue.mean_norms(self.iteration)
+                queue_r2 = r2 if mean is None else mean.to(self.device).square()
+                stats = measure.paper_gradient_statistics(
+                    self._measure_gradients(saved), r2, queue_r2, n=n, d=self.d,
+                    batch_size=cfg.batch_size, draws=cfg.queue_size, generators=gens)
+            else:
+                stats = measure.batched_gradient_statistics(
+                    self._measure_gradients(saved), r2, n=n, d=self.d,
+                    batch_size=cfg.batch_size, passes=cfg.measure_passes, generators=gens)
         finally:
-            for n, t in self.buffers.items():  # the measurement pass must not move BatchNorm
-                t.copy_(saved[n])
+            for name, t in self.buffers.items():  # the measurement pass must not move BatchNorm
+                t.copy_(saved[name])
         test = self._evaluate()
-        entropies = self.queue.entropies(self.iteration)
+        missing = [(math.nan, math.nan)] * len(self.active)
+        aligned, raw = (self.queue.entropies(self.iteration, align=chart == "aligned")
+                        if chart in cfg.charts else missing for chart in CHARTS)
         return [measure.log_row(self.protocols[i], self.d, self.iteration, stats[j], test[j],
-                                self.windows[j], entropies[j])
+                                self.windows[j], aligned[j], raw[j])
                 for j, i in enumerate(self.active)]
 
     def _norms2(self) -> torch.Tensor:

@@ -22,6 +22,17 @@ standard error is a few per cent; it is reported per log point (``trace_cov_se``
 delete-a-group jackknife over 8 groups of batches. More passes (``passes``) shrink it.
 BatchNorm makes a batch's gradient depend on its other members; the formulas treat a batch
 gradient as a mean of per-sample terms, which is the approximation behind eq. 3 itself.
+
+The paper's conventions (``measurement="paper"``)
+-------------------------------------------------
+:func:`paper_gradient_statistics` reproduces what the paper's published code measures, so that
+a run can be compared with its numbers: the full-train-set loss and gradient from the train set
+in order, in BatchNorm batches of 1024 (batch statistics of 1024 samples, not of the B = 128
+that SGD sees: on digits U reads about 1 % lower); Tr Sigma from Q = N extra batches of B drawn
+with replacement, around that full gradient; both rescaled to the unit sphere with the mean
+radius of the entropy queue rather than the log point's ||w||; and a log schedule truncated to
+integers rather than rounded (:func:`log_schedule`). One of its CIFAR-100 notebooks averages the
+last 60 logs: ``stationary_logs=60``.
 """
 
 from __future__ import annotations
@@ -44,21 +55,24 @@ __all__ = [
     "log_row",
     "log_schedule",
     "measure_seed",
+    "paper_gradient_statistics",
     "queue_entropy",
     "state_columns",
 ]
 
 
 _JACKKNIFE_GROUPS = 8
+PAPER_FULL_BATCH = 1024  # the paper code's BatchNorm batches for the full-train-set pass
 
 
 def log_schedule(iterations: int, *, every: int = 200, linear_until: int = 10_000,
-                 log_points: int = 150) -> np.ndarray:
+                 log_points: int = 150, truncate: bool = False) -> np.ndarray:
     """Iterations at which metrics are logged (appendix F).
 
     Every ``every`` iterations up to ``linear_until`` (50 logs at the paper's defaults), then
-    ``log_points`` log-spaced iterations up to ``iterations`` (rounded; duplicates merge). The last
-    entry is always ``iterations``.
+    ``log_points`` log-spaced iterations up to ``iterations`` (rounded, or truncated to integers
+    as the paper's code does when ``truncate``; duplicates merge). The last entry is always
+    ``iterations``.
     """
     if iterations < 1 or every < 1 or log_points < 0 or linear_until < 0:
         raise ValueError("iterations and every must be >= 1, linear_until and log_points >= 0")
@@ -66,7 +80,8 @@ def log_schedule(iterations: int, *, every: int = 200, linear_until: int = 10_00
     start = max(linear_until, 1)
     tail = np.empty(0, dtype=np.int64)
     if iterations > start and log_points > 0:
-        tail = np.round(np.geomspace(start, iterations, log_points + 1)[1:]).astype(np.int64)
+        spaced = np.geomspace(start, iterations, log_points + 1)[1:]
+        tail = (np.floor(spaced) if truncate else np.round(spaced)).astype(np.int64)
     points = np.unique(np.concatenate([linear, tail, [iterations]]).astype(np.int64))
     return points[(points >= 1) & (points <= iterations)]
 
@@ -147,6 +162,52 @@ def batched_gradient_statistics(batch_gradients, r2, *, n: int, d: int, batch_si
         loss_sum / (passes * k), correct.double() / (passes * k * batch_size),
         r2 * torch.stack(grads2).mean(0), r2 * torch.stack(traces).mean(0),
         r2 * torch.stack(variances).sum(0).sqrt() / passes, r2.sqrt()], dim=1).cpu()
+    keys = ("train_loss", "train_acc", "full_grad_norm2", "trace_cov", "trace_cov_se", "radius")
+    return [dict(zip(keys, row)) for row in table.tolist()]
+
+
+def paper_gradient_statistics(batch_gradients, r2, queue_r2, *, n: int, d: int,
+                              batch_size: int, draws: int, generators: list,
+                              full_batch: int = PAPER_FULL_BATCH) -> list[dict]:
+    """The paper code's log-point measurement for G configurations (module docstring).
+
+    L(w) = sum_c n_c L_c / n and grad L(w) = sum_c n_c grad L_c / n over the train set in order,
+    in chunks c of ``full_batch`` samples (BatchNorm in training mode on each chunk);
+    Tr Sigma_w = 1/Q sum_q ||g_q - grad L(w)||^2 over Q = ``draws`` extra batches of
+    ``batch_size`` drawn with replacement (one generator per configuration); then on the unit
+    sphere (P1, eq. 3) with ``queue_r2`` (G,), the squared mean radius of the entropy queue:
+    ||grad L(w_bar)||^2 = queue_r2 ||grad L(w)||^2, Tr Sigma_w_bar = queue_r2 Tr Sigma_w.
+    ``batch_gradients`` as in :func:`batched_gradient_statistics`, for batches (G, b) of any
+    size b; ``r2`` (G,): ||w||^2, reported as the radius. ``trace_cov_se`` is the standard
+    error of the mean over the Q draws. One dict of floats per configuration (one host sync).
+    """
+    if draws < 2:
+        raise ValueError(f"the paper's Tr Sigma needs at least 2 extra batches, got {draws}")
+    g_count, device = len(generators), r2.device
+    grad = torch.zeros(g_count, d, dtype=torch.float64, device=device)  # (G, d)
+    loss = torch.zeros(g_count, dtype=torch.float64, device=device)  # (G,)
+    correct = torch.zeros(g_count, dtype=torch.int64, device=device)  # (G,)
+    for start in range(0, n, full_batch):
+        idx = torch.arange(start, min(start + full_batch, n), device=device)
+        g, chunk_loss, right = batch_gradients(idx.expand(g_count, -1))  # (G, d), (G,), (G,)
+        weight = idx.numel() / n  # chunks are weighted by their size: the last one is short
+        grad += weight * g.double()
+        loss += weight * chunk_loss.double()
+        correct += right
+    spread = torch.zeros(g_count, dtype=torch.float64, device=device)  # sum of ||g_q - grad||^2
+    spread2 = torch.zeros_like(spread)  # and of its squares, for the standard error
+    for _ in range(draws):
+        idx = torch.stack([torch.randint(0, n, (batch_size,), generator=gen, device=device)
+                           for gen in generators])  # (G, B), with replacement
+        term = (batch_gradients(idx)[0].double() - grad).square().sum(1)  # (G,)
+        spread += term
+        spread2 += term.square()
+    mean = spread / draws
+    se = ((spread2 / draws - mean.square()).clamp(min=0.0) * draws / (draws - 1) / draws).sqrt()
+    scale = queue_r2.double()
+    table = torch.stack([  # (G, 6), one host sync for all of it
+        loss, correct.double() / n, scale * grad.square().sum(1), scale * mean, scale * se,
+        r2.double().sqrt()], dim=1).cpu()
     keys = ("train_loss", "train_acc", "full_grad_norm2", "trace_cov", "trace_cov_se", "radius")
     return [dict(zip(keys, row)) for row in table.tolist()]
 
@@ -262,13 +323,15 @@ def measure_seed(seed: int, iteration: int) -> int:
 
 
 def log_row(protocol, d: int, iteration: int, stats: dict, test: tuple, window: dict,
-            entropies: tuple) -> dict:
+            entropies: tuple, raw_entropies: tuple = (math.nan, math.nan)) -> dict:
     """One metrics row: ``schema.METRIC_COLUMNS`` first, then the extras.
 
     ``stats``: :func:`gradient_statistics`'s dict; ``test``: (loss, accuracy); ``window``: the
-    window means of ``accumulate.WindowSums``; ``entropies``: (sphere, total) (eq. 26-28)."""
+    window means of ``accumulate.WindowSums``; ``entropies`` and ``raw_entropies``: (sphere,
+    total) in the aligned and in the paper's raw chart (eq. 26-28; NaN where not recorded)."""
     row = {"iteration": iteration, **stats, "test_loss": test[0], "test_acc": test[1], **window,
-           "entropy_sphere": entropies[0], "entropy": entropies[1]}
+           "entropy_sphere": entropies[0], "entropy": entropies[1],
+           "entropy_sphere_raw": raw_entropies[0], "entropy_raw": raw_entropies[1]}
     row |= state_columns(
         protocol, d, radius=stats["radius"], trace_cov=stats["trace_cov"],
         full_grad_norm2=stats["full_grad_norm2"], stoch_grad_norm2=window["stoch_grad_norm2"],

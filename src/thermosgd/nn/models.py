@@ -10,6 +10,12 @@ ResNet-18's residual stream is homogeneous of degree one in the weights: the ste
 each block's second convolution and the 1x1 shortcut convolutions all scale with alpha, and
 every branch starts from a BatchNorm, so the final BatchNorm removes the common factor.
 
+The projection shortcut is the paper's: a BatchNorm without affine parameters, then the 1x1
+strided convolution, applied to relu(bn1(x)), so ResNet-18 has 20 BatchNorm layers (2 per block,
+3 shortcuts, the final one). thermosgd 0.2 and earlier had no BatchNorm there (17 layers, the
+same 43692 weights at k = 4, a different function: logits about 24 % apart with identical
+weights); runs record which they used (``schema.ARCHITECTURES``: "resnet18-v2" is the paper's).
+
 Trainable parameter counts (SPEC): ConvNet k=8 -> 24408, k=16 -> 97200; ResNet-18 k=4 -> 43692,
 k=32 -> 2790240.
 """
@@ -80,7 +86,8 @@ class ConvNet(nn.Module):
 
 
 class _PreActBlock(nn.Module):
-    """relu(bn1(x)) -> conv -> bn2 -> relu -> conv, plus x or a 1x1 strided conv of relu(bn1(x))."""
+    """relu(bn1(x)) -> conv -> bn2 -> relu -> conv, plus x, or where the shape changes
+    BN -> 1x1 strided conv of relu(bn1(x)) (the paper's projection shortcut)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, bn_eps: float):
         super().__init__()
@@ -88,13 +95,16 @@ class _PreActBlock(nn.Module):
         self.conv1 = _conv3x3(c_in, c_out, stride)
         self.bn2 = _bn(c_out, bn_eps)
         self.conv2 = _conv3x3(c_out, c_out)
-        self.shortcut = None
+        self.shortcut_bn, self.shortcut = None, None
         if stride != 1 or c_in != c_out:
+            # registered after conv2, as the shortcut conv was before it had a BatchNorm: the
+            # convolutions draw their initial weights from one seed in the same order
+            self.shortcut_bn = _bn(c_in, bn_eps)
             self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = torch.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(pre)
+        skip = x if self.shortcut is None else self.shortcut(self.shortcut_bn(pre))
         return self.conv2(torch.relu(self.bn2(self.conv1(pre)))) + skip
 
 

@@ -12,6 +12,7 @@ diverged and leaves the batch; the others go on.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from thermosgd.results.rundir import (
     read_finished,
     write_metrics,
 )
+from thermosgd.results.schema import ARCHITECTURES, architecture_of
 
 __all__ = ["prepare", "train", "train_batched"]
 
@@ -49,7 +51,16 @@ def prepare(config: TrainConfig, out: Path | None, *, checkpoint: bool = False) 
         return
     out = Path(out)
     _io.check_output_dir(out, KIND)
-    for where, before in rundir.recorded_configs(out):
+    records = rundir.recorded_configs(out)  # names a damaged record before anything else
+    stored = out / "config.json"
+    if stored.is_file():
+        record = json.loads(stored.read_text())  # parsed above: recorded_configs checked it
+        found, now_network = architecture_of(record), ARCHITECTURES[config.model]
+        if record["config"].get("model") == config.model and found != now_network:
+            raise ValueError(f"{out} holds a run of the network {found}, which this thermosgd "
+                             f"no longer trains (it builds {now_network}); it still reads, "
+                             "but to train use a new --out")
+    for where, before in records:
         diff = rundir.differences(before, config)
         if diff:
             raise ValueError(f"{out} holds a run with another configuration ({', '.join(diff)}; "

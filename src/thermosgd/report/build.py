@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thermosgd.analysis.checks import TABLE4_CHARTS
 from thermosgd.analysis.rules import judge, tolerance_lines
 from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
 from thermosgd.report import figures as _figures
@@ -142,6 +143,51 @@ def _setup_line(setup: dict) -> str:
     return ", ".join(facts)
 
 
+_NETWORKS = {"resnet18-v2": "the paper's ResNet-18 (BatchNorm in the projection shortcut)",
+             "resnet18-v1": "thermosgd 0.2's ResNet-18 (no BatchNorm in the projection "
+                            "shortcut), not the paper's",
+             "convnet-v1": "the paper's ConvNet"}
+
+
+def _network_line(setup: dict) -> list[str]:
+    """Which network, entropy chart(s) and measurement conventions a network result used."""
+    if "architecture" not in setup:
+        return []
+    network = setup["architecture"]
+    words = f"network {network}: {_NETWORKS.get(network, network)}"
+    return [f"{words}; entropy chart(s): {setup.get('charts', 'aligned')}; "
+            f"{setup.get('measurement', 'thermosgd')} measurement conventions"]
+
+
+_TABLE4_ORDER = ("r2", "a2/R", "2a4/R", "a5/R", "(a1-a2)/R", "(2a3-a5)/R", "(2a4-a5)/R",
+                 "max_rel_error", "mean_rel_error")
+
+
+def _table4_comparison(analysis: Analysis):
+    """Table 4 fitted on each entropy chart beside the paper's entries as printed."""
+    v3 = analysis.checks.get("V3", {})
+    fits = {k: v3.get(k) for k in TABLE4_CHARTS}
+    fitted = [f for f in fits.values() if isinstance(f, dict) and "skipped" not in f]
+    printed = fitted[0].get("paper_printed") if fitted else None
+    if not fitted or (printed is None and "table4_raw" not in v3):
+        return None  # one fit and nothing published to set beside it: the checks say it all
+    printed = printed or {}
+
+    def cell(fit, metric):
+        value = fit.get(metric) if isinstance(fit, dict) else None
+        if not isinstance(value, (int, float)):
+            return "—"
+        return f"{100 * value:.1f}%" if metric.endswith("rel_error") else f"{value:.4g}"
+
+    rows = [(metric.replace("r2", "R²").replace("max_rel_error", "max. relative error")
+             .replace("mean_rel_error", "mean relative error"),
+             cell(fits["table4"], metric), cell(fits["table4_raw"], metric),
+             printed.get(metric, "—"))
+            for metric in _TABLE4_ORDER if any(metric in f for f in fitted)]
+    head = ("Table 4", "ours: aligned chart", "ours: paper's raw chart", "paper, as printed")
+    return head, rows, analysis.setup.get("paper_note", "")
+
+
 def _run_lines(runs: dict) -> list[str]:
     labels = {"missing": "missing (not finished)", "diverged": "diverged, left out",
               "converging": "still converging (appendix H), left out of the checks",
@@ -187,9 +233,11 @@ def _section(a: Analysed, analysis: Analysis, root: Path, dest: Path) -> _page.S
     if "paper" in table4 and not table4["paper"]:
         lines.append("the paper's Table 4 has no row for this setup; its predictions are the "
                      "targets in the tolerance column")
+    lines += _network_line(analysis.setup)
     return _page.Section(title=_title(a, analysis, root),
                          lines=lines + _run_lines(analysis.runs), checks=judge(analysis.checks),
-                         figures=figures, no_figure="No figure for this protocol.")
+                         figures=figures, no_figure="No figure for this protocol.",
+                         comparison=_table4_comparison(analysis))
 
 
 def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = None,

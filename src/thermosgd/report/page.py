@@ -29,6 +29,8 @@ class Section:
     checks: list[Check] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG, relative to the page
     no_figure: str = ""  # said when there is no figure
+    # a side-by-side table (Table 4 on each entropy chart beside the paper): head, rows, note
+    comparison: tuple[tuple[str, ...], list[tuple[str, ...]], str] | None = None
 
     def judged(self) -> list[Check]:
         return [c for c in self.checks if c.status != "info"]
@@ -66,6 +68,8 @@ def value_text(check: Check) -> str:
 
 
 def _paper(check: Check) -> str:
+    if check.paper_shown is not None:  # as the paper prints it
+        return check.paper_shown
     return "" if check.paper is None else f"{check.paper:.4g}"
 
 
@@ -128,6 +132,11 @@ def render_markdown(page: Page) -> str:
             out += [f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | {_paper(c)} | "
                     f"{_md(c.tolerance)} | {_md_status(c)} |" for c in section.judged()]
             out.append("")
+        if section.comparison:
+            head, rows, note = section.comparison
+            out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            out += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows] + [""]
+            out += [f"_{_md(note)}_", ""] if note else []
         for caption, path in figures[1:]:
             out += [f"![{section.title}: {caption}]({Path(path).as_posix()})", ""]
         if not figures and section.no_figure:
@@ -215,6 +224,11 @@ def render_html(page: Page, root: Path) -> str:
                      ("", "num", "", "num", "", c.status + (" borderline" if c.borderline
                                                              else "")))
                 for c in section.judged()]))
+        if section.comparison:
+            head, rows, note = section.comparison
+            body.append(_table(head, [_row([e(v) for v in row], ("",) + ("num",) * len(row))
+                                      for row in rows]))
+            body += [f"<p><em>{e(note)}</em></p>"] if note else []
         body += [_figure(root, c, p) for c, p in figures[1:]]
         if not figures and section.no_figure:
             body.append(f"<p><em>{e(section.no_figure)}</em></p>")

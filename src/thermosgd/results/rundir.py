@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from thermosgd.results import io
-from thermosgd.results.schema import METRIC_COLUMNS
+from thermosgd.results.schema import ARCHITECTURES, METRIC_COLUMNS
 
 __all__ = ["CHECKPOINT", "KIND", "PREVIOUS", "TrainResult", "checkpoint_iteration",
            "config_record", "differences", "finish", "load_checkpoint", "problem",
@@ -57,8 +57,10 @@ def stationary_summary(metrics: pd.DataFrame, logs: int = 30) -> dict:
 
 
 def config_record(config, data, d: int, device, schedule) -> dict:
-    """The content of a run directory's config.json."""
-    return {"config": config.to_dict(), "d": d, "device": str(device),
+    """The content of a run directory's config.json; ``architecture`` names the network's
+    version (``schema.ARCHITECTURES``)."""
+    return {"config": config.to_dict(), "architecture": ARCHITECTURES[config.model], "d": d,
+            "device": str(device),
             "num_train": data.num_train, "num_test": data.num_test,
             "image_size": data.image_size, "in_channels": data.in_channels,
             "num_classes": data.num_classes,
@@ -290,6 +292,7 @@ def finish(config, out: Path | None, rows: list[dict], *, status: str,
     train_s, measure_s = seconds["train"], seconds["measure"]
     summary = {
         "status": status,
+        "architecture": ARCHITECTURES[config.model],
         "diverged_at": diverged_at,
         # a divergence is found at the end of a window: the run did not get past it
         "iterations_done": iteration if diverged_at is None else min(iteration, diverged_at),

@@ -15,21 +15,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LOCK_FILE", "MANIFEST", "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION",
-           "STATIONARY_COLUMNS", "STATUSES", "Column", "grid_axes"]
+__all__ = ["ARCHITECTURES", "CHART_COLUMNS", "CHARTS", "LOCK_FILE", "MANIFEST", "MEASUREMENTS",
+           "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATIONARY_COLUMNS",
+           "STATUSES", "Column", "architecture_of", "grid_axes"]
 
 SCHEMA_VERSION = "0.2"
 READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
 MANIFEST = "thermosgd.json"  # marks a directory as written by thermosgd
 LOCK_FILE = ".thermosgd.lock"  # held by the process writing a directory (results.lock)
 
+# The network a run trained, recorded in its config.json ("architecture"). ResNet-18 v2 is the
+# paper's (BatchNorm, then the 1x1 conv, in the projection shortcut: 20 BatchNorm layers); v1,
+# thermosgd 0.2 and earlier, had no BatchNorm there. Runs written before the record read as v1.
+ARCHITECTURES = {"convnet": "convnet-v1", "resnet18": "resnet18-v2"}
+
+# The spherical charts of the entropy estimate (eq. 26-27): "aligned" (thermosgd's default: the
+# sample's mean direction reflected to the chart's flattest point) and "raw" (the paper's own
+# chart, as its code computes it). Columns per chart, sphere entropy first; runs written before
+# the raw chart was recorded have no raw columns.
+CHARTS = ("aligned", "raw")
+CHART_COLUMNS = {"aligned": ("entropy_sphere", "entropy"),
+                 "raw": ("entropy_sphere_raw", "entropy_raw")}
+
+# How a log point measures the train loss, ||grad L||^2 and Tr Sigma (nn.measure): "thermosgd"
+# (one pass of disjoint training batches, unbiased) or "paper" (the paper code's conventions).
+MEASUREMENTS = ("thermosgd", "paper")
+
 # One row per log point of a network run (metrics.parquet), in this order; runs also carry the
 # extras written by the engine (trace_cov_se, batch_loss, the corrected lambda_eff predictions).
 METRIC_COLUMNS = (
     "iteration", "train_loss", "train_acc", "test_loss", "test_acc", "radius", "trace_cov",
     "sigma2", "full_grad_norm2", "stoch_grad_norm2", "lambda_eff", "entropy_sphere", "entropy",
-    "temperature", "pressure", "volume", "radius_theory", "radius_theory_corrected",
+    "entropy_sphere_raw", "entropy_raw", "temperature", "pressure", "volume", "radius_theory",
+    "radius_theory_corrected",
 )
+
+
+def architecture_of(record: dict) -> str:
+    """The network of a run from its config.json or summary.json record: the recorded
+    ``architecture``, or for a run written before it was recorded the first version of its
+    model (ResNet-18 without BatchNorm in the shortcut)."""
+    if record.get("architecture"):
+        return str(record["architecture"])
+    model = (record.get("config") or {}).get("model", "convnet")
+    return f"{model}-v1"
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,12 @@ STATIONARY_COLUMNS = (
     Column("radius", "r*", "", "measured stationary ||w||"),
     Column("entropy_sphere", "S_sphere", "nat", "entropy of the direction w/||w|| (eq. 26)"),
     Column("entropy", "S", "nat", "total entropy S_sphere + (d-1) log r (eq. 28)"),
+    Column("entropy_sphere_raw", "S_sphere", "nat",
+           "entropy of the direction in the paper's raw spherical chart (eq. 26-27; networks)"),
+    Column("entropy_raw", "S", "nat", "total entropy from the raw chart (eq. 28; networks)"),
+    Column("architecture", "", "", "the network a run trained (networks; see ARCHITECTURES)"),
+    Column("chart", "", "", "entropy chart(s) recorded: aligned, raw or both (networks)"),
+    Column("measurement", "", "", "log-point conventions: thermosgd or paper (networks)"),
     Column("temperature", "T", "", "T = η σ²-type temperature of the protocol (eq. 11, 18)"),
     Column("pressure", "p", "", "pressure: λ (fixed LR/ELR), λ_eff on the sphere (eq. 83)"),
     Column("volume", "V", "", "V = r*²/2 (eq. 9)"),

@@ -16,6 +16,7 @@ import pandas as pd
 from thermosgd.results import io as _io
 from thermosgd.results import rundir as _rundir
 from thermosgd.results.lock import OwnerLock
+from thermosgd.results.schema import ARCHITECTURES, architecture_of
 from thermosgd.sweeps.grid import Sweep
 
 __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "run_name",
@@ -186,7 +187,9 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                  "sphere_radius": config.radius, "seed": config.seed}
         state = run_state(out, name)
         run = run_dir(out, name)
-        row = hyper | {"status": state}
+        # what a run not yet written would use: this thermosgd's network and the sweep's options
+        row = hyper | {"status": state, "architecture": ARCHITECTURES[config.model],
+                       "chart": config.chart, "measurement": config.measurement}
         try:
             if state in ("finished", "diverged"):
                 row |= _summary_row(run / "summary.json")
@@ -216,7 +219,13 @@ def _summary_row(path: Path) -> dict:
         row = {"iterations_done": summary["iterations_done"],
                "diverged_at": summary["diverged_at"], "d": summary["d"]}
         stationary = dict(summary["stationary"])
-    except (KeyError, TypeError, ValueError) as err:
+        recorded = summary.get("config") or {}
+        # runs written before these were recorded: the first ResNet-18, the aligned chart only,
+        # thermosgd's measurement
+        row |= {"architecture": architecture_of(summary),
+                "chart": recorded.get("chart", "aligned"),
+                "measurement": recorded.get("measurement", "thermosgd")}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path} is damaged (no {err}); delete it: the run is read back from "
                          "its last checkpoint, or trained again") from None
     # U, the stationary mean loss of the schema, is the train loss for a network
