@@ -31,6 +31,27 @@ def _add_isotropic_options(parser, *, defaults):
                    help="stationary entropy = mean of the last this-many evaluations")
 
 
+def _add_optimizer_options(parser):
+    from thermosgd.theory.optimizers import OPTIMIZERS
+
+    g = parser.add_argument_group("optimizer (torch.optim semantics; section 7 of the paper)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd (the paper), momentum (heavy ball), nesterov or adamw (fixed-lr "
+                        "only) (default sgd)")
+    g.add_argument("--momentum", type=float, default=None,
+                   help="beta in [0, 1) for momentum and nesterov (nesterov: > 0), beta1 for "
+                        "adamw (default 0.9; not for sgd)")
+    g.add_argument("--beta2", type=float, default=None,
+                   help="adamw's beta2 in (0, 1) (default 0.999; adamw only)")
+
+
+def _optimizer(args):
+    """The Optimizer the options name; ValueError (exit 2) with the allowed values."""
+    from thermosgd.theory.optimizers import make_optimizer
+
+    return make_optimizer(args.optimizer, momentum=args.momentum, beta2=args.beta2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dataclasses import fields
 
@@ -56,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", required=True, help="output directory (new, empty or a previous run)")
     sim.add_argument("--no-progress", action="store_true")
     _add_isotropic_options(sim, defaults=defaults)
+    _add_optimizer_options(sim)
 
     rep = sub.add_parser("reproduce", help="reproduce a part of the paper")
     rep_sub = rep.add_subparsers(dest="what", required=True)
@@ -67,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
+    _add_optimizer_options(iso)
     _add_train_parser(sub)
     _add_sweep_parsers(sub)
     return parser
@@ -227,10 +250,10 @@ def _prepare(args):
             iterations=args.iterations, log_every=args.log_every,
             stationary_logs=args.stationary_logs, queue_size=args.queue_size,
             queue_every=args.queue_every, entropy_every=args.entropy_every,
-            entropy_average=args.entropy_average)]
+            entropy_average=args.entropy_average, optimizer=_optimizer(args))]
         scale = "custom"
     else:
-        configs, scale = isotropic_configs(args.scale), args.scale
+        configs, scale = isotropic_configs(args.scale, optimizer=_optimizer(args)), args.scale
     _io.check_output_dir(args.out, KIND)
 
     def job():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from thermosgd.protocols import PROTOCOLS
+from thermosgd.theory.optimizers import Optimizer, make_optimizer
 
 __all__ = ["IsotropicConfig"]
 
@@ -32,8 +33,15 @@ class IsotropicConfig:
     queue_every: int = 50  # steps between snapshots
     entropy_every: int = 40_000  # steps between entropy evaluations of the queue
     entropy_average: int = 10  # stationary entropy = mean of the last this-many evaluations
+    optimizer: Optimizer = Optimizer()  # the update rule's optimizer (plain SGD: the paper)
 
     def __post_init__(self):
+        object.__setattr__(self, "optimizer", _optimizer(self.optimizer))
+        if self.optimizer.adaptive and self.protocol != "fixed-lr":
+            raise ValueError(
+                f"optimizer adamw is defined for the fixed-lr protocol only, not {self.protocol} "
+                "(its step does not scale with |w|^2); use --protocol fixed-lr, or --optimizer "
+                "sgd, momentum or nesterov")
         if self.protocol not in PROTOCOLS:
             raise ValueError(
                 f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}"
@@ -107,6 +115,17 @@ class IsotropicConfig:
     @property
     def grid_size(self) -> int:
         return len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
+
+
+def _optimizer(value) -> Optimizer:
+    """An Optimizer from itself, its name, or its record (``Optimizer.to_dict``, config.json)."""
+    if isinstance(value, Optimizer):
+        return value
+    if isinstance(value, str):
+        return make_optimizer(value)
+    if isinstance(value, dict):
+        return Optimizer.from_dict(value)
+    raise ValueError(f"optimizer must be an Optimizer, a name or its record, got {value!r}")
 
 
 def _floats(values) -> tuple[float, ...]:
