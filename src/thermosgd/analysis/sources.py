@@ -22,6 +22,7 @@ from thermosgd.analysis.tables import converging, seed_average
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import MANIFEST, grid_axes
+from thermosgd.theory.optimizers import Optimizer
 
 __all__ = ["READERS", "Analysis", "analyse_path", "grid_checks", "read_isotropic", "read_sweep",
            "write_analysis"]
@@ -133,7 +134,9 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
                 "with the same --out again to finish it)")}, {"protocol": protocol}))
             continue
         checks = grid_checks(table, bootstrap=bootstrap, seed=seed)
-        setup = {"protocol": protocol, "model": "isotropic noise", "d": config.get("dim"),
+        setup = {"protocol": protocol, "model": "isotropic noise",
+                 "optimizer": Optimizer.from_dict(config.get("optimizer")).label,
+                 "d": config.get("dim"),
                  "sigma": config.get("sigma"), "iterations": config.get("iterations"),
                  "seeds": len(config.get("seeds", [0])), "configurations": len(table)}
         x, y = grid_axes(protocol)

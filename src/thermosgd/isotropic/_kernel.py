@@ -77,7 +77,6 @@ def _advance(w, state, alive, mu, code, rate, decay_or_radius, sigma, start, sto
             beta[p], beta2[p], aeps[p], prate[p] = (hyper[src, 0], hyper[src, 1], hyper[src, 2],
                                                     hyper[src, 3])
             cut1[p], cut2[p] = cuts[src, 0], cuts[src, 1]
-        grad = np.empty((d, _LANES))  # (d, P) scratch: the gradient of eq. 24
         prev = np.empty((d, _LANES))  # (d, P) weights before the step that ends at a log
         bc1 = np.ones(_LANES)  # Adam's 1 - beta1^t
         sb2 = np.ones(_LANES)  # Adam's sqrt(1 - beta2^t)
@@ -120,7 +119,7 @@ def _advance(w, state, alive, mu, code, rate, decay_or_radius, sigma, start, sto
                 ew[p] *= inv[p]  # eps . w_bar
             # grad_i = [(mu - (mu.w_bar) w_bar) + sigma (eps - (eps.w_bar) w_bar)] / r  (eq. 24)
             if opt != 0:
-                _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, decay,
+                _optimizer_step(x, mu, eps, mom, sec, inv, mw, ew, r2, eta, snd, lr, decay,
                                 v2, leff_sum, beta, beta2, aeps, prate, cut1, cut2, bc1, sb2,
                                 sigma, code, opt, step)
             elif code == 0:  # fixed sphere, eta = eta_eff r^2 (eq. 2), projected back to radius r
@@ -210,7 +209,7 @@ def _advance(w, state, alive, mu, code, rate, decay_or_radius, sigma, start, sto
 
 
 @nb.njit(inline="always")
-def _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, decay, v2,
+def _optimizer_step(x, mu, eps, mom, sec, inv, mw, ew, r2, eta, snd, lr, decay, v2,
                     leff_sum, beta, beta2, aeps, prate, cut1, cut2, bc1, sb2, sigma, code, opt,
                     step):  # pragma: no cover
     """One step of heavy ball (opt 1), Nesterov (2) or AdamW (3) for a block of lanes, in
@@ -221,12 +220,11 @@ def _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, d
               w -= eta s, or on the sphere w = r unit(w - eta s) with eq. 83's growth over eta' r
     AdamW     w *= 1 - eta lambda; m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
               w -= eta / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Each is one pass over (i, lane) that computes g and updates the state in registers, as the
+    SGD step does: a separate gradient pass through memory cost ~1.3x.
     """
     d, lanes = x.shape
-    for i in range(d):
-        for p in range(lanes):
-            wb = x[i, p] * inv[p]
-            grad[i, p] = ((mu[i] - mw[p] * wb) + sigma * (eps[i, p] - ew[p] * wb)) * inv[p]
     if opt == 3:  # AdamW, fixed LR: eta per step, decoupled decay
         for p in range(lanes):
             # 1 - beta^t is exactly 1 in float64 from the cut on (beta^t < 2^-54)
@@ -234,13 +232,16 @@ def _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, d
             sb2[p] = math.sqrt(1.0 - beta2[p] ** step) if step < cut2[p] else 1.0
             decay[p] = 1.0 - eta[p] * snd[p]
             lr[p] = eta[p] / bc1[p]
+            v2[p] = 1.0 / sb2[p]
         for i in range(d):
             for p in range(lanes):
-                g = grad[i, p]
-                mom[i, p] += (1.0 - beta[p]) * (g - mom[i, p])
-                sec[i, p] = beta2[p] * sec[i, p] + (1.0 - beta2[p]) * g * g
-                x[i, p] = decay[p] * x[i, p] - lr[p] * mom[i, p] / (
-                    math.sqrt(sec[i, p]) / sb2[p] + aeps[p])
+                wb = x[i, p] * inv[p]
+                g = ((mu[i] - mw[p] * wb) + sigma * (eps[i, p] - ew[p] * wb)) * inv[p]
+                m = mom[i, p] + (1.0 - beta[p]) * (g - mom[i, p])
+                v = beta2[p] * sec[i, p] + (1.0 - beta2[p]) * g * g
+                mom[i, p] = m
+                sec[i, p] = v
+                x[i, p] = decay[p] * x[i, p] - lr[p] * m / (math.sqrt(v) * v2[p] + aeps[p])
         return
     nesterov = 1.0 if opt == 2 else 0.0  # s = heavy b + nesterov (g + beta b), exactly one
     heavy = 1.0 - nesterov
@@ -250,7 +251,8 @@ def _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, d
             v2[p] = 0.0
         for i in range(d):
             for p in range(lanes):
-                g = grad[i, p]
+                wb = x[i, p] * inv[p]
+                g = ((mu[i] - mw[p] * wb) + sigma * (eps[i, p] - ew[p] * wb)) * inv[p]
                 b = beta[p] * mom[i, p] + g
                 mom[i, p] = b
                 x[i, p] = x[i, p] - lr[p] * (heavy * b + nesterov * (g + beta[p] * b))
@@ -268,7 +270,9 @@ def _optimizer_step(x, mu, eps, grad, mom, sec, inv, mw, ew, r2, eta, snd, lr, d
         lr[p] = eta[p] * r2[p] if code == 1 else eta[p]
     for i in range(d):
         for p in range(lanes):
-            g = grad[i, p] + snd[p] * x[i, p]  # weight decay inside the buffer (torch SGD)
+            wb = x[i, p] * inv[p]
+            g = ((mu[i] - mw[p] * wb) + sigma * (eps[i, p] - ew[p] * wb)) * inv[p]
+            g += snd[p] * x[i, p]  # weight decay inside the buffer (torch SGD)
             b = beta[p] * mom[i, p] + g
             mom[i, p] = b
             x[i, p] = x[i, p] - lr[p] * (heavy * b + nesterov * (g + beta[p] * b))
