@@ -11,6 +11,11 @@ Usage:
       [--momentum 0.9] [--dim 3] [--grid LO HI N] [--iterations K]
 --grid and --iterations replace the scale's grid (rates and weight decays, fixed LR only) and
 length: the higher-d run uses them.
+
+  python benchmarks/bench_isotropic_optimizers.py --timing STEPS [--rounds 3]
+times the fixed-LR paper grid (289 points) for STEPS steps per optimizer, alternating the
+optimizers round by round, and prints the median wall and CPU seconds and their ratios to SGD
+(CPU time: less disturbed by other processes on a shared machine).
 """
 
 from __future__ import annotations
@@ -34,15 +39,52 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def timing(steps: int, rounds: int, momentum: float, dim: int) -> dict:
+    """Median wall and CPU seconds of the fixed-LR paper grid per optimizer, alternated."""
+    optimizers = {"sgd": make_optimizer("sgd"),
+                  "momentum": make_optimizer("momentum", momentum=momentum),
+                  "nesterov": make_optimizer("nesterov", momentum=momentum),
+                  "adamw": make_optimizer("adamw", momentum=momentum)}
+    base = isotropic_configs("paper", dim=dim)[0]
+    config = dataclasses.replace(base, iterations=steps, entropy_every=steps, queue_size=100,
+                                 stationary_logs=100)
+    for opt in optimizers.values():  # compile (or load) every kernel path first
+        simulate(dataclasses.replace(config, iterations=5000, entropy_every=5000, optimizer=opt),
+                 progress=False)
+    wall = {k: [] for k in optimizers}
+    cpu = {k: [] for k in optimizers}
+    load = _load()
+    for _ in range(rounds):
+        for name, opt in optimizers.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            simulate(dataclasses.replace(config, optimizer=opt), progress=False)
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    record = {"steps": steps, "rounds": rounds, "points": config.grid_size, "d": dim,
+              "load_start": load, "load_end": _load()}
+    for label, times in (("wall", wall), ("cpu", cpu)):
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        record[f"{label}_seconds"] = {k: round(v, 2) for k, v in med.items()}
+        record[f"{label}_ratio_to_sgd"] = {k: round(v / med["sgd"], 3) for k, v in med.items()}
+    print(json.dumps(record, indent=1))
+    return record
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
     parser.add_argument("--scale", choices=list(SCALES), default="paper")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--dim", type=int, default=3)
     parser.add_argument("--grid", type=float, nargs=3, default=None, metavar=("LO", "HI", "N"))
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--timing", type=int, default=None, metavar="STEPS")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.timing:
+        return timing(args.timing, args.rounds, args.momentum, args.dim)
+    if not args.out:
+        parser.error("give --out (or --timing STEPS)")
     optimizers = {"sgd": make_optimizer("sgd"),
                   "momentum": make_optimizer("momentum", momentum=args.momentum),
                   "adamw": make_optimizer("adamw", momentum=args.momentum)}

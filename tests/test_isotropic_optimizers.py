@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from thermosgd.isotropic import IsotropicConfig, _rng, simulate, unit_vector
@@ -92,3 +93,109 @@ def test_sgd_trajectories_are_those_pinned_by_0_1(protocol):
     for column in ("radius", "U", "lambda_eff", "radius_theory", "temperature", "pressure"):
         np.testing.assert_array_equal(table[column].to_numpy(), pinned[column].to_numpy())
     assert (table["optimizer"] == "sgd").all()
+
+
+def _small(protocol, optimizer, **kw):
+    base = dict(seeds=(0,), iterations=100_000, log_every=50, stationary_logs=1000,
+                queue_size=300, queue_every=50, entropy_every=25_000, entropy_average=3,
+                optimizer=optimizer)
+    if protocol == "fixed-sphere":
+        base.update(learning_rates=(0.001, 0.003), radii=(0.5, 2.0))
+    else:
+        base.update(learning_rates=(0.003, 0.01), weight_decays=(0.01, 0.04))
+    return IsotropicConfig(protocol=protocol, **(base | kw))
+
+
+@pytest.mark.parametrize("protocol,name", [("fixed-lr", "momentum"), ("fixed-lr", "nesterov"),
+                                           ("fixed-elr", "momentum"),
+                                           ("fixed-sphere", "momentum")])
+def test_momentum_stationary_state_is_sgd_at_the_longer_step(protocol, name):
+    """d = 3, beta = 0.9: r* (or lambda_eff on the sphere), U and the angle per step against
+    the SGD-equivalent closed forms. eta' lambda >= 3e-4 relaxes within ~1e4 steps; tolerances
+    ~3x the seed-to-seed spread of 1e5-step runs, plus ~2 % of discretization bias at the
+    largest step (T = 0.05)."""
+    table = simulate(_small(protocol, make_optimizer(name, momentum=0.9)), progress=False).table
+    assert (table["status"] == "finished").all() and (table["optimizer"] == name).all()
+    quantity = "lambda_eff" if protocol == "fixed-sphere" else "radius"
+    np.testing.assert_allclose(table[quantity], table[f"{quantity}_theory"], rtol=0.06)
+    np.testing.assert_allclose(table["U"], table["U_theory"], rtol=0.12)
+    np.testing.assert_allclose(table["angular_update"], table["angular_update_theory"],
+                               rtol=0.06)
+
+
+def test_adamw_in_higher_dimension_holds_the_noise_independent_radius():
+    """d = 20: the noise spreads over the coordinates, so r*^2 = eta d / (2 lambda) and
+    c = sqrt(Tr Sigma / d) / r*; Z = pV/(RT) with p = lambda c is 1. AdamW's step is
+    eta-sized whatever the noise, so the tolerances are those of momentum."""
+    cfg = _small("fixed-lr", make_optimizer("adamw", momentum=0.9), dim=20,
+                 learning_rates=(0.003, 0.01), weight_decays=(0.03, 0.1))
+    table = simulate(cfg, progress=False).table
+    np.testing.assert_allclose(table["radius"], table["radius_theory"], rtol=0.03)
+    np.testing.assert_allclose(table["preconditioner"], table["preconditioner_theory"], rtol=0.03)
+    np.testing.assert_allclose(table["compressibility"], 1.0, atol=0.06)
+    np.testing.assert_allclose(table["angular_update"], table["angular_update_theory"],
+                               rtol=0.06)
+
+
+def test_config_keeps_adamw_to_fixed_lr_and_reads_its_record():
+    adamw = make_optimizer("adamw")
+    for protocol in ("fixed-elr", "fixed-sphere"):
+        with pytest.raises(ValueError, match="adamw is defined for the fixed-lr protocol only"):
+            _small(protocol, adamw)
+    config = _small("fixed-lr", adamw.to_dict())
+    assert config.optimizer == adamw
+    assert dataclasses.replace(config, optimizer="sgd").optimizer == make_optimizer("sgd")
+
+
+TINY = ["--iterations", "6000", "--queue-size", "40", "--queue-every", "25",
+        "--entropy-every", "2000", "--entropy-average", "2", "--stationary-logs", "40",
+        "--no-progress"]
+LR = ["--protocol", "fixed-lr", "--lr", "0.01", "0.03", "--wd", "0.01", "0.1"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (LR + ["--optimizer", "momentum", "--momentum", "1.0"], "momentum must lie in [0, 1)"),
+    (LR + ["--optimizer", "momentum", "--momentum", "-0.1"], "momentum must lie in [0, 1)"),
+    (LR + ["--optimizer", "adamw", "--beta2", "1.0"], "beta2 must lie in (0, 1)"),
+    (LR + ["--optimizer", "nesterov", "--momentum", "0"], "Nesterov momentum needs momentum"),
+    (LR + ["--optimizer", "sgd", "--momentum", "0.9"], "plain SGD has no momentum"),
+    (LR + ["--optimizer", "momentum", "--beta2", "0.9"], "beta2 and eps apply to adamw only"),
+    (["--protocol", "fixed-elr", "--lr", "0.01", "--wd", "0.01", "--optimizer", "adamw"],
+     "adamw is defined for the fixed-lr protocol only"),
+    (["--protocol", "fixed-sphere", "--lr", "0.01", "--radius", "1", "--optimizer", "adamw"],
+     "adamw is defined for the fixed-lr protocol only"),
+])
+def test_bad_optimizer_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    from thermosgd.cli import main
+
+    out = tmp_path / "run"
+    commands = [["simulate", *args]]
+    if "--protocol" not in args[args.index("--optimizer"):] and "protocol only" not in message:
+        # reproduce runs the protocols the optimizer defines (AdamW: fixed LR), so only the
+        # optimizer's own options can be wrong there
+        commands.append(["reproduce", "isotropic", *args[args.index("--optimizer"):]])
+    for command in commands:
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--out", str(out), "--no-progress"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not out.exists()
+
+
+def test_sgd_and_momentum_report_side_by_side(tmp_path, capsys):
+    """A folder holding an SGD and a momentum result: each is checked against its own theory,
+    and the report puts their checks in one table."""
+    from thermosgd.cli import main
+
+    for name, extra in (("sgd", []), ("momentum", ["--optimizer", "momentum", "--momentum",
+                                                   "0.5"])):
+        assert main(["simulate", *LR, *extra, "--out", str(tmp_path / name), *TINY]) == 0
+    table = pd.read_csv(tmp_path / "momentum" / "fixed-lr" / "stationary.csv")
+    assert set(table["optimizer"]) == {"momentum"} and set(table["momentum"]) == {0.5}
+    assert {"angular_update", "angular_update_theory"} <= set(table.columns)
+    assert main(["report", str(tmp_path), "--bootstrap", "0"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Side by side: fixed LR" in report
+    assert "| check | sgd (sgd) | momentum (momentum(beta=0.5)) |" in report  # SGD first
+    assert "momentum(beta=0.5)" in report.split("## Side by side")[0]  # the setup's summary

@@ -161,7 +161,8 @@ _POTENTIALS = {"G": "Gibbs energy G = U − TS + pV", "F": "Helmholtz energy F =
 ORDER = tuple(_LABELS)
 
 
-_WORDS = (("table4.", "Table 4 "), ("_over_", " / "), ("corrected.", "appendix-G corrected, "),
+_WORDS = (("angular_update.", "angle per step, "), ("preconditioner.", "AdamW's c, "),
+          ("table4.", "Table 4 "), ("_over_", " / "), ("corrected.", "appendix-G corrected, "),
           ("stderr.", "std. error of "), ("interior_", "interior "), ("_rel_error", " rel. error"),
           ("_abs_error", " abs. error"), ("_fraction", " fraction"), ("_", " "))
 

@@ -177,6 +177,7 @@ def _side_by_side(analysed: list[Analysed], root: Path) -> list[_page.Section]:
     for protocol, found in by_protocol.items():
         if len(found) < 2:
             continue
+        found.sort(key=lambda pair: pair[1].setup.get("optimizer", "sgd") != "sgd")  # SGD first
         columns = [{c.key: c for c in judge(analysis.checks)} for _, analysis in found]
         keys = []
         for rows in columns:
