@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     iso = rep_sub.add_parser(
         "isotropic", help="Figures 1, 3, 4 and checks V1-V4 for all three protocols",
         description="Simulate the isotropic model for all three protocols on the paper's grids "
-                    "and write stationary tables, checks.json, figures and report.md.")
+                    "and write stationary tables, checks.json, figures and report.md. With "
+                    "--optimizer the same grids run under that optimizer (adamw: fixed LR only, "
+                    "its step does not scale with |w|^2), checked against its own theory.")
     iso.add_argument("--out", required=True, help="output directory")
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
