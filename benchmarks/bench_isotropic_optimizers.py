@@ -78,6 +78,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--dim", type=int, default=3)
     parser.add_argument("--grid", type=float, nargs=3, default=None, metavar=("LO", "HI", "N"))
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--equivalent-rates", action="store_true",
+                        help="momentum only, at rates (1 - beta) x the grid: SGD-equivalent "
+                             "rates eta' = eta / (1 - beta) on the grid itself, so that its "
+                             "states have SGD's temperatures")
+    parser.add_argument("--protocols", nargs="+", default=None)
     parser.add_argument("--timing", type=int, default=None, metavar="STEPS")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -99,14 +104,21 @@ def main(argv=None) -> dict:
             grid = tuple(np.geomspace(lo, hi, int(n)))
             configs = [dataclasses.replace(c, learning_rates=grid, weight_decays=grid)
                        for c in configs if c.protocol == "fixed-lr"]
+        if args.equivalent_rates and name == "momentum":
+            configs = [dataclasses.replace(c, learning_rates=tuple(
+                (1.0 - args.momentum) * np.asarray(c.learning_rates))) for c in configs]
+        if args.protocols:
+            configs = [c for c in configs if c.protocol in args.protocols]
         plans[name] = {c.protocol: c for c in configs}
+    if args.equivalent_rates:
+        plans = {"momentum": plans["momentum"]}
     out = Path(args.out)
     record = {"argv": vars(args), "load_start": _load(), "wall_seconds": {}}
     for name, configs in plans.items():
         folder = out / name
         _io.check_output_dir(folder, KIND)
         _io.claim_output_dir(folder, KIND, {"scale": args.scale, "protocols": list(configs)})
-    protocols = list(plans["sgd"])
+    protocols = list(next(iter(plans.values())))
     for protocol in protocols:
         for name, configs in plans.items():
             if protocol not in configs:
@@ -120,7 +132,7 @@ def main(argv=None) -> dict:
     record["load_end"] = _load()
     for protocol, times in record["wall_seconds"].items():
         record.setdefault("ratio_to_sgd", {})[protocol] = {
-            k: round(v / times["sgd"], 3) for k, v in times.items()}
+            k: round(v / times["sgd"], 3) for k, v in times.items()} if "sgd" in times else {}
     _io.write_json(out / "bench.json", record | _io.provenance())
     print(json.dumps(record, indent=1))
     return record

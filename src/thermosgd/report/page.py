@@ -39,6 +39,8 @@ class Section:
 
     def verdict(self) -> str:
         judged = self.judged()
+        if not judged and self.table:
+            return "comparison (below)"
         passed = sum(c.status == "pass" for c in judged)
         return f"{passed} of {len(judged)} pass"
 
