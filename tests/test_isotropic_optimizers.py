@@ -199,3 +199,34 @@ def test_sgd_and_momentum_report_side_by_side(tmp_path, capsys):
     assert "## Side by side: fixed LR" in report
     assert "| check | sgd (sgd) | momentum (momentum(beta=0.5)) |" in report  # SGD first
     assert "momentum(beta=0.5)" in report.split("## Side by side")[0]  # the setup's summary
+
+
+def test_a_grid_over_beta_runs_each_beta_as_alone(tmp_path, capsys):
+    """momenta=(0.5, 0.9) adds a beta axis (after lambda, before the seed); each point follows the
+    trajectory it has in a run of its beta alone (common noise: the stream does not depend on
+    beta), with its own beta's theory. The CLI takes several --momentum values, and the report
+    analyses each beta apart and side by side."""
+    from thermosgd.cli import main
+    from thermosgd.isotropic import grid_momenta
+
+    base = _small("fixed-lr", make_optimizer("momentum", momentum=0.5), iterations=30_000,
+                  stationary_logs=200, queue_size=100, entropy_every=10_000, entropy_average=1)
+    grid = dataclasses.replace(base, momenta=(0.5, 0.9))
+    assert grid.grid_size == 8 and grid_momenta(grid).tolist() == [0.5, 0.9] * 4
+    both = simulate(grid, progress=False).table
+    alone = simulate(dataclasses.replace(base, optimizer=make_optimizer("momentum", momentum=0.9)),
+                     progress=False).table
+    part = both[both["momentum"] == 0.9].reset_index(drop=True)
+    for column in ("radius", "U", "radius_theory", "angular_update_theory"):
+        np.testing.assert_array_equal(part[column].to_numpy(), alone[column].to_numpy())
+    with pytest.raises(ValueError, match="momenta .* repeats a value|repeats a value"):
+        dataclasses.replace(base, momenta=(0.5, 0.5))
+    with pytest.raises(ValueError, match="momentum must lie in"):
+        dataclasses.replace(base, momenta=(0.5, 1.0))
+    out = tmp_path / "betas"
+    assert main(["simulate", *LR, "--optimizer", "momentum", "--momentum", "0.5", "0.9",
+                 "--out", str(out), *TINY]) == 0
+    assert set(pd.read_csv(out / "fixed-lr" / "stationary.csv")["momentum"]) == {0.5, 0.9}
+    assert main(["report", str(out), "--bootstrap", "0"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Side by side: fixed LR" in report and "momentum(beta=0.9)" in report

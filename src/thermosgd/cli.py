@@ -31,25 +31,30 @@ def _add_isotropic_options(parser, *, defaults):
                    help="stationary entropy = mean of the last this-many evaluations")
 
 
-def _add_optimizer_options(parser):
+def _add_optimizer_options(parser, *, grid=False):
     from thermosgd.theory.optimizers import OPTIMIZERS
 
     g = parser.add_argument_group("optimizer (torch.optim semantics; section 7 of the paper)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd (the paper), momentum (heavy ball), nesterov or adamw (fixed-lr "
                         "only) (default sgd)")
-    g.add_argument("--momentum", type=float, default=None,
+    g.add_argument("--momentum", type=float, default=None, nargs="+" if grid else None,
                    help="beta in [0, 1) for momentum and nesterov (nesterov: > 0), beta1 for "
-                        "adamw (default 0.9; not for sgd)")
+                        "adamw (default 0.9; not for sgd)" + (
+                            "; several values run a grid over beta" if grid else ""))
     g.add_argument("--beta2", type=float, default=None,
                    help="adamw's beta2 in (0, 1) (default 0.999; adamw only)")
 
 
 def _optimizer(args):
-    """The Optimizer the options name; ValueError (exit 2) with the allowed values."""
+    """The Optimizer the options name, and the beta grid (several --momentum values, else ());
+    ValueError (exit 2) with the allowed values."""
     from thermosgd.theory.optimizers import make_optimizer
 
-    return make_optimizer(args.optimizer, momentum=args.momentum, beta2=args.beta2)
+    betas = args.momentum if isinstance(args.momentum, list) else None
+    first = betas[0] if betas else args.momentum
+    optimizer = make_optimizer(args.optimizer, momentum=first, beta2=args.beta2)
+    return optimizer, tuple(betas) if betas and len(betas) > 1 else ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", required=True, help="output directory (new, empty or a previous run)")
     sim.add_argument("--no-progress", action="store_true")
     _add_isotropic_options(sim, defaults=defaults)
-    _add_optimizer_options(sim)
+    _add_optimizer_options(sim, grid=True)
 
     rep = sub.add_parser("reproduce", help="reproduce a part of the paper")
     rep_sub = rep.add_subparsers(dest="what", required=True)
@@ -252,10 +257,11 @@ def _prepare(args):
             iterations=args.iterations, log_every=args.log_every,
             stationary_logs=args.stationary_logs, queue_size=args.queue_size,
             queue_every=args.queue_every, entropy_every=args.entropy_every,
-            entropy_average=args.entropy_average, optimizer=_optimizer(args))]
+            entropy_average=args.entropy_average, optimizer=_optimizer(args)[0],
+            momenta=_optimizer(args)[1])]
         scale = "custom"
     else:
-        configs, scale = isotropic_configs(args.scale, optimizer=_optimizer(args)), args.scale
+        configs, scale = isotropic_configs(args.scale, optimizer=_optimizer(args)[0]), args.scale
     _io.check_output_dir(args.out, KIND)
 
     def job():

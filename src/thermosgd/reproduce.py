@@ -127,6 +127,11 @@ def run_isotropic(out_dir, scale: str = "quick", *, configs=None, progress: bool
 
 
 def _checks(table: pd.DataFrame) -> dict:
+    """The protocol's checks; for a grid over beta, one set per optimizer, by its label."""
     from thermosgd.analysis.sources import grid_checks
+    from thermosgd.analysis.tables import by_optimizer
 
-    return grid_checks(table)
+    parts = by_optimizer(table)
+    if len(parts) == 1:
+        return grid_checks(table)
+    return {optimizer.label: grid_checks(part) for optimizer, part in parts}

@@ -16,8 +16,8 @@ import pandas as pd
 from thermosgd.results.schema import OPTIMIZER_COLUMNS, grid_axes
 from thermosgd.theory.optimizers import Optimizer
 
-__all__ = ["converging", "error_summary", "grid_indices", "interior_mask", "optimizer_of",
-           "seed_average", "usable"]
+__all__ = ["by_optimizer", "converging", "error_summary", "grid_indices", "interior_mask",
+           "optimizer_of", "seed_average", "usable"]
 
 
 def usable(table: pd.DataFrame) -> pd.Series:
@@ -41,6 +41,18 @@ def optimizer_of(table: pd.DataFrame) -> Optimizer:
         raise ValueError(f"the table mixes optimizers ({', '.join(labels)}); give one result "
                          "per optimizer")
     return Optimizer.from_dict(_record(records.iloc[0]))
+
+
+def by_optimizer(table: pd.DataFrame) -> list[tuple[Optimizer, pd.DataFrame]]:
+    """The table cut into one part per optimizer it records (a grid over beta gives one part per
+    beta), in the order of first appearance; a table of one optimizer is one part."""
+    if "optimizer" not in table or table.empty:
+        return [(optimizer_of(table), table)]
+    present = [c for c in OPTIMIZER_COLUMNS if c in table]
+    key = pd.Series(["|".join(map(str, row)) for row in table[present].itertuples(index=False)],
+                    index=table.index)
+    return [(optimizer_of(part), part.reset_index(drop=True))
+            for _, part in table.groupby(key, sort=False)]
 
 
 def _record(row) -> dict:

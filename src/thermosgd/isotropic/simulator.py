@@ -16,6 +16,7 @@ which grid it is part of or on the number of threads.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sys
@@ -32,16 +33,24 @@ from thermosgd.isotropic._kernel import OPTIMIZER_CODES, _advance
 from thermosgd.isotropic.config import IsotropicConfig
 from thermosgd.protocols import make_protocol
 
-__all__ = ["IsotropicResult", "simulate", "grid_protocol", "unit_vector"]
+__all__ = ["IsotropicResult", "simulate", "grid_momenta", "grid_protocol", "unit_vector"]
 
 
 def grid_protocol(config: IsotropicConfig):
-    """The protocol with (G,) hyperparameter arrays and the (G,) seeds, rate axis outermost."""
-    rate, other, seed = (
-        np.array(a) for a in zip(*itertools.product(
-            config.learning_rates, config.weight_decays_or_radii, config.seeds))
-    )
+    """The protocol with (G,) hyperparameter arrays and the (G,) seeds, rate axis outermost
+    (then lambda or r, then beta, then the seed; :func:`grid_momenta` gives the betas)."""
+    rate, other, _, seed = _grid(config)
     return make_protocol(config.protocol, rate, other), seed.astype(np.int64)
+
+
+def grid_momenta(config: IsotropicConfig) -> np.ndarray:
+    """The (G,) momentum (AdamW: beta1) of each grid point, in :func:`grid_protocol`'s order."""
+    return _grid(config)[2].astype(float)
+
+
+def _grid(config: IsotropicConfig):
+    return [np.array(a) for a in zip(*itertools.product(
+        config.learning_rates, config.weight_decays_or_radii, config.betas, config.seeds))]
 
 
 def unit_vector(d: int, seed: int, stream: int) -> np.ndarray:
@@ -120,7 +129,8 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
     other = np.ascontiguousarray(np.broadcast_to(protocol.weight_decay_or_radius, rate.shape),
                                  dtype=float)
     opt = config.optimizer
-    code, hyper, cuts = _optimizer_arrays(opt, n_points, sphere)
+    betas = grid_momenta(config)  # (G,)
+    code, hyper, cuts = _optimizer_arrays(opt, n_points, sphere, betas)
     buf = np.zeros((n_points, d if code else 0))  # (G, d) momentum buffer or Adam's m
     sq = np.zeros((n_points, d if opt.adaptive else 0))  # (G, d) Adam's v
     angle = np.full((n_points, n_logs), np.nan, dtype=np.float32)
@@ -151,7 +161,7 @@ def simulate(config: IsotropicConfig, *, progress: bool = True) -> IsotropicResu
     bar.close()
     s_sphere[~alive] = np.nan
     s_total[~alive] = np.nan
-    table = _stationary_table(config, protocol, seeds, alive, loss, radius,
+    table = _stationary_table(config, protocol, seeds, betas, alive, loss, radius,
                               leff if sphere else None, s_sphere, s_total, angle,
                               precond if opt.adaptive else None)
     return IsotropicResult(
@@ -171,18 +181,24 @@ def _bias_cut(beta: float) -> int:
     return int(np.ceil(56.0 * np.log(2.0) / -np.log(beta))) + 1
 
 
-def _optimizer_arrays(opt, n_points: int, sphere: bool):
-    """The kernel's view of the optimizer: its code, (G, 4) hyperparameters, (G, 2) cuts."""
+def _optimizer_arrays(opt, n_points: int, sphere: bool, betas=None):
+    """The kernel's view of the optimizer: its code, (G, 4) hyperparameters, (G, 2) cuts;
+    ``betas`` (G,) replaces its momentum point by point (a grid over beta)."""
+    betas = np.full(n_points, opt.momentum) if betas is None else np.asarray(betas, float)
     hyper = np.empty((n_points, 4))
-    hyper[:] = (opt.momentum, opt.beta2, opt.eps,
-                1.0 / theory.sphere_pressure_rate(opt) if sphere else 1.0)
-    cuts = np.empty((n_points, 2), np.int64)
-    cuts[:] = (_bias_cut(opt.momentum), _bias_cut(opt.beta2)) if opt.adaptive else (0, 0)
+    cuts = np.zeros((n_points, 2), np.int64)
+    for beta in np.unique(betas):
+        at = betas == beta
+        point = dataclasses.replace(opt, momentum=float(beta))
+        hyper[at] = (beta, opt.beta2, opt.eps,
+                     1.0 / theory.sphere_pressure_rate(point) if sphere else 1.0)
+        if opt.adaptive:
+            cuts[at] = (_bias_cut(beta), _bias_cut(opt.beta2))
     return OPTIMIZER_CODES[opt.name], hyper, cuts
 
 
-def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphere, s_total,
-                      angle, precond):
+def _stationary_table(config, protocol, seeds, betas, alive, loss, radius, leff, s_sphere,
+                      s_total, angle, precond):
     """One row per grid point, in the columns of :data:`thermosgd.results.schema.STATIONARY_COLUMNS`."""
     d, sigma2 = config.dim, config.sigma**2
     window = slice(max(0, config.n_logs - config.stationary_logs), None)
@@ -200,7 +216,7 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         # freedom at d = 3 has a mean 11 % below its rms)
         rms_angle = np.sqrt(stationary(angle.astype(np.float64) ** 2))
         c = None if precond is None else stationary(precond)
-    gas = _gas(config, protocol)
+    gas = _grid_gas(config, protocol, betas)
     temperature, r_theory = gas["temperature"], gas["radius_theory"]
     sph_theory = theory.vmf_sphere_entropy(temperature, d, config.mu_norm)
     sphere = config.protocol == "fixed-sphere"
@@ -234,7 +250,7 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         "preconditioner": nan if c is None else c,
         "preconditioner_theory": gas.get("preconditioner_theory", nan),
         "optimizer": opt.name,
-        "momentum": opt.momentum,
+        "momentum": betas,
         "beta2": opt.beta2 if opt.adaptive else np.nan,
         "eps": opt.eps if opt.adaptive else np.nan,
     })
@@ -243,6 +259,23 @@ def _stationary_table(config, protocol, seeds, alive, loss, radius, leff, s_sphe
         table["compressibility"] = theory.compressibility(protocol.weight_decay * c,
                                                           theory.volume(r), t_state, d)
     return table
+
+
+def _grid_gas(config, protocol, betas) -> dict:
+    """:func:`_gas` point by point over the beta axis: (G,) arrays of every prediction."""
+    if np.unique(betas).size == 1:
+        return _gas(dataclasses.replace(config, momenta=(), optimizer=dataclasses.replace(
+            config.optimizer, momentum=float(betas[0]))), protocol)
+    out = {}
+    for beta in np.unique(betas):
+        at = betas == beta
+        part = make_protocol(config.protocol, protocol.rate[at],
+                             np.broadcast_to(protocol.weight_decay_or_radius, betas.shape)[at])
+        one = dataclasses.replace(config, momenta=(), optimizer=dataclasses.replace(
+            config.optimizer, momentum=float(beta)))
+        for key, value in _gas(one, part).items():
+            out.setdefault(key, np.full(betas.shape, np.nan))[at] = value
+    return out
 
 
 def _gas(config, protocol) -> dict:
