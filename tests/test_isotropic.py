@@ -9,7 +9,9 @@ from scipy import stats
 from thermosgd import theory
 from thermosgd.isotropic import IsotropicConfig, _rng, grid_protocol, simulate, unit_vector
 from thermosgd.isotropic._kernel import _advance
+from thermosgd.isotropic.simulator import _optimizer_arrays
 from thermosgd.protocols import make_protocol
+from thermosgd.theory import make_optimizer
 
 
 def test_ziggurat_normals_are_standard_normal():
@@ -50,9 +52,11 @@ def test_kernel_step_is_eq24_then_protocol_step(name, second):
     n = steps
     logs = [np.zeros((1, 1), np.float32) for _ in range(3)]
     queue = np.zeros((1, 1, d))
+    code, hyper, cuts = _optimizer_arrays(make_optimizer("sgd"), 1, name == "fixed-sphere")
     _advance(w, state, np.ones(1, bool), mu, protocol.code, protocol.rate,
              np.asarray(protocol.weight_decay_or_radius, float), sigma, 0, n, 10**9, 10**9, *logs, queue,
-             _rng.ZIG_X, _rng.ZIG_RATIO)
+             _rng.ZIG_X, _rng.ZIG_RATIO, code, hyper, cuts, np.zeros((1, 0)), np.zeros((1, 0)),
+             np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
     for _ in range(n):
         eps = np.empty(d)
         _rng.fill_normal(ref_state[0], eps)

@@ -201,3 +201,42 @@ def test_optimizers_read_from_torch():
         optimizer_from_torch(torch.optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1))
     with pytest.raises(UnsupportedOptimizer, match="RMSprop"):
         optimizer_from_torch(torch.optim.RMSprop(p, lr=0.1))
+
+
+@pytest.mark.parametrize("opt", [SGD, HEAVY, NESTEROV])
+def test_fixed_sphere_and_elr_under_momentum_are_sgd_at_the_longer_step(opt):
+    eta_eff, r, s2, d = 0.01, 1.7, 0.8, 5
+    ts = theory.time_scale(opt)
+    assert theory.optimizer_temperature_fixed_sphere(opt, eta_eff, s2) == pytest.approx(
+        theory.temperature_fixed_sphere(eta_eff * ts, s2), rel=1e-14)
+    assert theory.optimizer_temperature_fixed_elr(opt, eta_eff, s2) == pytest.approx(
+        theory.temperature_fixed_elr(eta_eff * ts, s2), rel=1e-14)
+    # eq. 84 at the optimizer's temperature; eq. 83 divides by eta' = eta / (1 - beta)
+    assert theory.optimizer_effective_pressure_sphere(opt, eta_eff, r, s2, d) == pytest.approx(
+        theory.effective_pressure_sphere(eta_eff * ts, r, s2, d), rel=1e-14)
+    assert theory.sphere_pressure_rate(opt) == ts
+
+
+@pytest.mark.parametrize("opt", [SGD, HEAVY, NESTEROV])
+def test_the_sphere_angle_and_the_fixed_lr_angle_share_the_step_variance(opt):
+    """Fixed LR: angle^2 = eta^2 k Q / r*^4 with r*^4 = eta' Q / (2 lambda) (module doc); on the
+    sphere with eta = eta_eff r^2 the same step gives eta_eff sqrt(k Q)."""
+    eta, lam, s2, d = 0.01, 1e-3, 1.0, 3
+    q = s2 * (d - 1)
+    r = optimizer_radius_fixed_lr(opt, eta, lam, q, d)
+    k = theory.step_variance_factor(opt)
+    assert optimizer_angular_update(opt, eta, lam) == pytest.approx(
+        np.sqrt(eta**2 * k * q / r**4), rel=1e-12)
+    assert theory.optimizer_angular_update_sphere(opt, eta / r**2, s2, d) == pytest.approx(
+        optimizer_angular_update(opt, eta, lam), rel=1e-12)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda: theory.optimizer_temperature_fixed_sphere(ADAMW, 0.01, 1.0),
+    lambda: theory.optimizer_temperature_fixed_elr(ADAMW, 0.01, 1.0),
+    lambda: theory.sphere_pressure_rate(ADAMW),
+    lambda: theory.step_variance_factor(ADAMW),
+])
+def test_adamw_has_no_fixed_sphere_or_elr_protocol(fn):
+    with pytest.raises(UnsupportedOptimizer, match="not adamw"):
+        fn()

@@ -36,6 +36,32 @@ def _add_wait(parser):
                              "instead of stopping (default: stop with its pid and host)")
 
 
+def _add_optimizer_options(parser, *, grid=False):
+    from thermosgd.theory.optimizers import OPTIMIZERS
+
+    g = parser.add_argument_group("optimizer (torch.optim semantics; section 7 of the paper)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd (the paper), momentum (heavy ball), nesterov or adamw (fixed-lr "
+                        "only) (default sgd)")
+    g.add_argument("--momentum", type=float, default=None, nargs="+" if grid else None,
+                   help="beta in [0, 1) for momentum and nesterov (nesterov: > 0), beta1 for "
+                        "adamw (default 0.9; not for sgd)" + (
+                            "; several values run a grid over beta" if grid else ""))
+    g.add_argument("--beta2", type=float, default=None,
+                   help="adamw's beta2 in (0, 1) (default 0.999; adamw only)")
+
+
+def _optimizer(args):
+    """The Optimizer the options name, and the beta grid (several --momentum values, else ());
+    ValueError (exit 2) with the allowed values."""
+    from thermosgd.theory.optimizers import make_optimizer
+
+    betas = args.momentum if isinstance(args.momentum, list) else None
+    first = betas[0] if betas else args.momentum
+    optimizer = make_optimizer(args.optimizer, momentum=first, beta2=args.beta2)
+    return optimizer, tuple(betas) if betas and len(betas) > 1 else ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dataclasses import fields
 
@@ -62,18 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-progress", action="store_true")
     _add_wait(sim)
     _add_isotropic_options(sim, defaults=defaults)
+    _add_optimizer_options(sim, grid=True)
 
     rep = sub.add_parser("reproduce", help="reproduce a part of the paper")
     rep_sub = rep.add_subparsers(dest="what", required=True)
     iso = rep_sub.add_parser(
         "isotropic", help="Figures 1, 3, 4 and checks V1-V4 for all three protocols",
         description="Simulate the isotropic model for all three protocols on the paper's grids "
-                    "and write stationary tables, checks.json, figures and report.md.")
+                    "and write stationary tables, checks.json, figures and report.md. With "
+                    "--optimizer the same grids run under that optimizer (adamw: fixed LR only, "
+                    "its step does not scale with |w|^2), checked against its own theory.")
     iso.add_argument("--out", required=True, help="output directory")
     iso.add_argument("--scale", choices=["quick", "paper"], default="quick",
                      help="quick: ~1 minute on 2 cores; paper: 17x17 grids, 2e6 steps (default quick)")
     iso.add_argument("--no-progress", action="store_true")
     _add_wait(iso)
+    _add_optimizer_options(iso)
     _add_train_parser(sub)
     _add_sweep_parsers(sub)
     _complete_help(parser)
@@ -283,10 +313,11 @@ def _prepare(args):
             iterations=args.iterations, log_every=args.log_every,
             stationary_logs=args.stationary_logs, queue_size=args.queue_size,
             queue_every=args.queue_every, entropy_every=args.entropy_every,
-            entropy_average=args.entropy_average)]
+            entropy_average=args.entropy_average, optimizer=_optimizer(args)[0],
+            momenta=_optimizer(args)[1])]
         scale = "custom"
     else:
-        configs, scale = isotropic_configs(args.scale), args.scale
+        configs, scale = isotropic_configs(args.scale, optimizer=_optimizer(args)[0]), args.scale
     _io.check_output_dir(args.out, KIND)
 
     def job():

@@ -45,12 +45,18 @@ SCALES: dict[str, dict] = {
 
 
 def isotropic_configs(scale: str = "paper", **overrides) -> list[IsotropicConfig]:
-    """The three protocols' configs at ``scale`` ("paper" or "quick"), with optional overrides."""
+    """The three protocols' configs at ``scale`` ("paper" or "quick"), with optional overrides
+    (e.g. ``optimizer``). An optimizer that defines only some protocols (AdamW: fixed LR) gets
+    those only."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     common = SCALES[scale] | overrides
-    return [
-        IsotropicConfig(protocol="fixed-lr", learning_rates=_GRID, weight_decays=_GRID, **common),
+    configs = [
+        IsotropicConfig(protocol="fixed-lr", learning_rates=_GRID, weight_decays=_GRID, **common)]
+    optimizer = configs[0].optimizer
+    if optimizer.adaptive:  # AdamW's step does not scale with |w|^2 (theory.optimizers)
+        return configs
+    return configs + [
         IsotropicConfig(protocol="fixed-elr", learning_rates=_GRID, weight_decays=_GRID, **common),
         IsotropicConfig(protocol="fixed-sphere", learning_rates=_GRID, radii=_RADII, **common),
     ]
@@ -69,6 +75,9 @@ def write_result(out_dir: Path, result: IsotropicResult) -> None:
                 radius=result.radius[:, ::step], entropy_iterations=result.entropy_iterations,
                 entropy_sphere=result.entropy_sphere, entropy=result.entropy, mu=result.mu,
                 **({} if result.lambda_eff is None else {"lambda_eff": result.lambda_eff[:, ::step]}),
+                **{name: logs[:, ::step] for name, logs in (
+                    ("angular_update", result.angular_update),
+                    ("preconditioner", result.preconditioner)) if logs is not None},
             )
 
     _io.atomic_write(folder / "traces.npz", save)
@@ -130,6 +139,11 @@ def _run_owned(out_dir: Path, scale: str, configs, *, progress, figures, log) ->
 
 
 def _checks(table: pd.DataFrame) -> dict:
+    """The protocol's checks; for a grid over beta, one set per optimizer, by its label."""
     from thermosgd.analysis.sources import grid_checks
+    from thermosgd.analysis.tables import by_optimizer
 
-    return grid_checks(table)
+    parts = by_optimizer(table)
+    if len(parts) == 1:
+        return grid_checks(table)
+    return {optimizer.label: grid_checks(part) for optimizer, part in parts}

@@ -16,6 +16,13 @@ carries, never by which engine wrote it:
   (``entropy_raw``).
 
 Seeds are averaged first, by the one rule of :func:`thermosgd.analysis.tables.seed_average`.
+
+The optimizer the table records (:func:`thermosgd.analysis.tables.optimizer_of`; plain SGD when
+none is) supplies the theory: its T, p and r* are in the table's theory columns already, and
+the entropy slopes' and Maxwell relation's targets come from :mod:`thermosgd.theory.optimizers`
+(the same for momentum as for SGD; d - 1 instead of (d - 1)/2 for AdamW at fixed LR). Where the
+table has them, the angle per step (against its equilibrium value), AdamW's preconditioner and
+the compressibility Z = pV/(RT) of the measured state are reported beside V1.
 """
 
 from __future__ import annotations
@@ -25,15 +32,16 @@ import pandas as pd
 
 from thermosgd import theory
 from thermosgd.analysis.fits import MIN_FIT_POINTS, entropy_plane, table4
-from thermosgd.analysis.tables import error_summary, grid_indices, interior_mask, seed_average
+from thermosgd.analysis.tables import (error_summary, grid_indices, interior_mask, optimizer_of,
+                                       seed_average)
 from thermosgd.results.compat import upgrade_stationary
 from thermosgd.results.schema import CHART_COLUMNS, grid_axes
 
 # Table 4's fit on each entropy chart: where it sits under V3 -> the total entropy column
 TABLE4_CHARTS = {"table4": CHART_COLUMNS["aligned"][1], "table4_raw": CHART_COLUMNS["raw"][1]}
 
-__all__ = ["TABLE4_CHARTS", "check_adiabats", "check_entropy_slopes", "check_potential_minimum", "check_radius",
-           "isotropic_checks", "stationary_checks"]
+__all__ = ["TABLE4_CHARTS", "check_adiabats", "check_entropy_slopes", "check_optimizer",
+           "check_potential_minimum", "check_radius", "isotropic_checks", "stationary_checks"]
 
 
 def _has(table: pd.DataFrame, column: str) -> bool:
@@ -51,6 +59,22 @@ def check_radius(table: pd.DataFrame) -> dict:
     if _has(table, f"{quantity}_theory_corrected"):
         out["corrected"] = error_summary(table[quantity], table[f"{quantity}_theory_corrected"],
                                          interior)
+    if _has(table, "compressibility"):  # 1 for the ideal gas with the effective pressure
+        z = table["compressibility"].to_numpy(float)
+        out["compressibility_interior_median"] = float(np.nanmedian(z[interior])) \
+            if np.isfinite(z[interior]).any() else float("nan")
+    return out
+
+
+def check_optimizer(table: pd.DataFrame) -> dict:
+    """The optimizer's own predictions: the rms angle per step against its equilibrium value
+    (theory.optimizer_angular_update), and AdamW's preconditioner c = mean sqrt(v_hat) + eps
+    against sqrt(Tr Sigma / d) / r* + eps, where the table has them."""
+    interior = interior_mask(table)
+    out = {}
+    for column in ("angular_update", "preconditioner"):
+        if _has(table, column) and _has(table, f"{column}_theory"):
+            out[column] = error_summary(table[column], table[f"{column}_theory"], interior)
     return out
 
 
@@ -94,7 +118,19 @@ def _slope_entry(value, target):
     return entry
 
 
-def check_entropy_slopes(table: pd.DataFrame) -> dict:
+def _slope_targets_fixed_lr(table: pd.DataFrame, optimizer) -> tuple[float, float]:
+    """(dS/dlog eta, dS/dlog lambda) of the optimizer at the grid's centre (AdamW with eps > 0
+    depends on the state; every other optimizer does not)."""
+    d = float(table["d"].iloc[0])
+    sigma2 = float(table["sigma"].iloc[0]) ** 2 if "sigma" in table else 1.0
+    centre = {"learning_rate": float(np.exp(np.log(table["learning_rate"]).mean())),
+              "weight_decay": float(np.exp(np.log(table["weight_decay"]).mean())),
+              "trace_cov": sigma2 * (d - 1.0)}
+    s_eta, s_lambda = theory.optimizer_entropy_slopes_fixed_lr(optimizer, d, **centre)
+    return float(s_eta), float(s_lambda)
+
+
+def check_entropy_slopes(table: pd.DataFrame, optimizer=None) -> dict:
     """V3: entropy slopes in log hyperparameters against the isotropic model's targets.
 
     Fixed LR: (dS/dlog η)_λ = (d-1)/2 and (dS/dlog λ)_η = 0 (eq. 29), their difference being the
@@ -109,17 +145,18 @@ def check_entropy_slopes(table: pd.DataFrame) -> dict:
     d = float(table["d"].iloc[0])
     r = float(theory.gas_constant(d))
     fit = entropy_plane(np.log(table[x]), np.log(table[y]), table["entropy"])
+    optimizer = optimizer_of(table) if optimizer is None else optimizer
     if protocol == "fixed-lr":
-        target_lr, target_wd = theory.entropy_slopes_fixed_lr_isotropic(d)
+        target_lr, target_wd = _slope_targets_fixed_lr(table, optimizer)
         out = {
             "dS/dlog_lr": _slope_entry(fit["a1"], float(target_lr)),
             "dS/dlog_wd": _slope_entry(fit["a2"], float(target_wd)),
-            "maxwell_difference": _slope_entry(fit["a1"] - fit["a2"],
-                                               float(theory.maxwell_target_fixed_lr(d))),
+            "maxwell_difference": _slope_entry(fit["a1"] - fit["a2"], target_lr - target_wd),
         }
     elif protocol == "fixed-elr":
         out = {
-            "dS/dlog_wd": _slope_entry(fit["a2"], float(theory.maxwell_target_fixed_elr(d))),
+            "dS/dlog_wd": _slope_entry(
+                fit["a2"], float(theory.optimizer_maxwell_target_fixed_elr(optimizer, d))),
             "dS/dlog_lr": _slope_entry(fit["a1"], 2.0 * r),
         }
     else:
@@ -172,11 +209,19 @@ def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int =
     seed average of one protocol's stationary table. ``bootstrap`` draws (seeded by ``seed``)
     give Table 4's 95 % intervals. A table in 0.1's column names is read as it is."""
     table = upgrade_stationary(table)
+    optimizer = optimizer_of(table)
     avg = seed_average(table)
     protocol = table["protocol"].iloc[0]
     interior = interior_mask(avg)
     out = {"n_points": len(avg), "n_diverged": int((table["status"] == "diverged").sum()),
            "V1": check_radius(avg)}
+    if optimizer.name != "sgd" or "optimizer" in table:
+        used = {"sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",),
+                "adamw": ("momentum", "beta2", "eps")}[optimizer.name]
+        out["optimizer"] = {"label": optimizer.label} | {k: getattr(optimizer, k) for k in used}
+    angles = check_optimizer(avg)
+    if angles:
+        out["angles"] = angles
     if _has(avg, "U_theory"):
         out["U"] = error_summary(avg["U"], avg["U_theory"], interior)
     if _has(avg, "entropy_sphere_theory"):
@@ -187,16 +232,19 @@ def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int =
     model = _has(avg, "entropy_theory")  # the closed forms of the isotropic model
     if model:
         out["V2"] = check_potential_minimum(avg)
-    v3 = check_entropy_slopes(avg) if model else {}
+    v3 = check_entropy_slopes(avg, optimizer) if model else {}
     if protocol in ("fixed-lr", "fixed-elr"):
         x, y = grid_axes(protocol)
+        d = int(avg["d"].iloc[0])
+        target = (np.subtract(*_slope_targets_fixed_lr(avg, optimizer)) if protocol == "fixed-lr"
+                  else theory.optimizer_maxwell_target_fixed_elr(optimizer, d))
         for key, column in TABLE4_CHARTS.items():  # one fit per entropy chart measured
             if column != "entropy" and not _has(avg, column):
                 continue
             usable = int(np.isfinite(avg[column].to_numpy(float)).sum())
-            v3[key] = (table4(avg[x], avg[y], avg[column], protocol=protocol,
-                              d=int(avg["d"].iloc[0]), interior=interior,
-                              bootstrap=bootstrap, seed=seed)
+            v3[key] = (table4(avg[x], avg[y], avg[column], protocol=protocol, d=d,
+                              interior=interior, bootstrap=bootstrap, seed=seed,
+                              target=float(target))
                        if usable >= MIN_FIT_POINTS else
                        {"skipped": f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                                    f"grid points with an entropy, got {usable}"})

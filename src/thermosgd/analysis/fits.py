@@ -126,16 +126,17 @@ def quadratic_entropy_fit(log_x, log_y, entropy) -> dict:
     return {f"a{k}": float(c) for k, c in enumerate(coef)} | {"r2": float(r2)}
 
 
-def _maxwell(coef, log_x, log_y, protocol, d):
+def _maxwell(coef, log_x, log_y, protocol, d, target=None):
     """The Maxwell relation's left side at (log_x, log_y) from the quadratic (eq. 109), and its
     target: fixed LR dS/dlog η - dS/dlog λ = (d-1)/2 (eq. 110); fixed ELR dS/dlog λ = -(d-1)/2
-    (eq. 85). ``coef`` is (6,) or (6, n) for n fits at once."""
+    (eq. 85); ``target`` replaces it (another optimizer's, theory.optimizers). ``coef`` is (6,)
+    or (6, n) for n fits at once."""
     a = coef
     if protocol == "fixed-lr":
         lhs = (a[1] - a[2]) + (2 * a[3] - a[5]) * log_x + (a[5] - 2 * a[4]) * log_y
-        return lhs, float(theory.maxwell_target_fixed_lr(d))
+        return lhs, float(theory.maxwell_target_fixed_lr(d) if target is None else target)
     lhs = a[2] + 2 * a[4] * log_y + a[5] * log_x
-    return lhs, float(theory.maxwell_target_fixed_elr(d))
+    return lhs, float(theory.maxwell_target_fixed_elr(d) if target is None else target)
 
 
 def _normalized(coef, r, protocol) -> dict:
@@ -149,12 +150,14 @@ def _normalized(coef, r, protocol) -> dict:
 
 
 def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, interior=None,
-           bootstrap: int = 1000, seed: int = 0) -> dict:
+           bootstrap: int = 1000, seed: int = 0, target: float | None = None) -> dict:
     """V3 as the paper's Table 4, from the quadratic S(log η, log λ) of eq. 34/108: R², the normalized coefficients (R = (d-1)/2), the relation's
     left side (eq. 109) at the grid's centre over R ("centre/R": 1 for fixed LR, -1 for fixed
     ELR), its max and mean relative error over the points (and over ``interior``), and 95 %
     percentile intervals of R² and the coefficients from a residual ``bootstrap`` of the fit
-    drawn with ``seed`` (see :func:`_bootstrap`)."""
+    drawn with ``seed`` (see :func:`_bootstrap`). ``target``: the Maxwell relation's value for
+    another optimizer than SGD (AdamW at fixed LR: d - 1); it is recorded over R as
+    "target/R", the value the normalized relation "(a1-a2)/R" or "a2/R" should take."""
     if protocol not in ("fixed-lr", "fixed-elr"):
         raise ValueError(f"Table 4 covers fixed-lr and fixed-elr, not {protocol}")
     lx, ly = np.log(np.asarray(learning_rate, float)), np.log(np.asarray(weight_decay, float))
@@ -168,11 +171,12 @@ def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, inter
     r = float(theory.gas_constant(d))
     fit = quadratic_entropy_fit(lx, ly, s)
     coef = np.array([fit[f"a{k}"] for k in range(6)])
-    lhs, target = _maxwell(coef, lx, ly, protocol, d)
+    lhs, target = _maxwell(coef, lx, ly, protocol, d, target)
     err = np.abs(lhs - target) / abs(target)
     centre = lx[np.isfinite(s)].mean(), ly[np.isfinite(s)].mean()
     out = {"r2": fit["r2"], **_normalized(coef, r, protocol),
            "centre/R": float(_maxwell(coef, *centre, protocol, d)[0] / r),
+           "target/R": float(target / r),
            "max_rel_error": float(err.max()), "mean_rel_error": float(err.mean()),
            "coefficients": coef.tolist(), "n_points": int(np.isfinite(s).sum())}
     if interior is not None and np.any(interior):

@@ -24,7 +24,7 @@ from thermosgd.analysis.fits import (
     PAPER_TABLE4_NOTES,
     PAPER_TABLE4_PRINTED,
 )
-from thermosgd.analysis.tables import converging, seed_average
+from thermosgd.analysis.tables import by_optimizer, converging, seed_average
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import CHART_COLUMNS, CHARTS, MANIFEST, grid_axes
@@ -237,16 +237,21 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
             out.append(Analysis(protocol, protocol, pd.DataFrame(), {"skipped": str(err)},
                                 {"protocol": protocol}))
             continue
-        checks = grid_checks(table, bootstrap=bootstrap, seed=seed)
-        setup = {"protocol": protocol, "model": "isotropic noise", "d": config.get("dim"),
-                 "sigma": config.get("sigma"), "iterations": config.get("iterations"),
-                 "seeds": len(config.get("seeds", [0])), "configurations": len(table)}
-        x, y = grid_axes(protocol)
-        diverged = table[table["status"] == "diverged"]
-        runs = {"diverged": [f"{x} {a:g}, {y} {b:g}, seed {s}" for a, b, s in
-                             zip(diverged[x], diverged[y], diverged["seed"])]}
-        out.append(Analysis(protocol, protocol, table, checks, setup, runs, None, folder,
-                            _mtime([folder / "stationary.csv"])))
+        parts = by_optimizer(table)  # a grid over beta: one analysis per beta
+        for optimizer, part in parts:
+            checks = grid_checks(part, bootstrap=bootstrap, seed=seed)
+            setup = {"protocol": protocol, "model": "isotropic noise",
+                     "optimizer": optimizer.label, "d": config.get("dim"),
+                     "sigma": config.get("sigma"), "iterations": config.get("iterations"),
+                     "seeds": len(config.get("seeds", [0])), "configurations": len(part)}
+            x, y = grid_axes(protocol)
+            diverged = part[part["status"] == "diverged"]
+            runs = {"diverged": [f"{x} {a:g}, {y} {b:g}, seed {s}" for a, b, s in
+                                 zip(diverged[x], diverged[y], diverged["seed"])]}
+            name = protocol if len(parts) == 1 else f"{protocol} {optimizer.label}"
+            figures = folder if len(parts) == 1 else folder / f"beta{optimizer.momentum:g}"
+            out.append(Analysis(name, protocol, part, checks, setup, runs, None, figures,
+                                _mtime([folder / "stationary.csv"])))
     if all(a.skipped and a.table.empty for a in out):
         reasons = "; ".join(a.skipped for a in out) or "no protocol"
         raise ValueError(f"{path} holds no finished protocol: {reasons}")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from thermosgd.results.schema import grid_axes
+from thermosgd.results.schema import OPTIMIZER_COLUMNS, grid_axes
+from thermosgd.theory.optimizers import Optimizer
 
-__all__ = ["converging", "error_summary", "grid_indices", "interior_mask", "seed_average",
-           "usable"]
+__all__ = ["by_optimizer", "converging", "error_summary", "grid_indices", "interior_mask",
+           "optimizer_of", "seed_average", "usable"]
 
 
 def usable(table: pd.DataFrame) -> pd.Series:
@@ -25,6 +26,42 @@ def usable(table: pd.DataFrame) -> pd.Series:
     if "converging" in table:
         ok &= ~table["converging"].astype(bool)
     return ok
+
+
+def optimizer_of(table: pd.DataFrame) -> Optimizer:
+    """The optimizer a stationary table records (its ``optimizer``, ``momentum``, ``beta2`` and
+    ``eps`` columns); plain SGD for tables written before optimizers were recorded. Raises
+    ValueError for a table that mixes optimizers: each has its own theory, analyse them apart."""
+    if "optimizer" not in table or table.empty:
+        return Optimizer()
+    present = [c for c in OPTIMIZER_COLUMNS if c in table]
+    records = table[present].drop_duplicates()
+    if len(records) > 1:
+        labels = sorted({Optimizer.from_dict(_record(r)).label for _, r in records.iterrows()})
+        raise ValueError(f"the table mixes optimizers ({', '.join(labels)}); give one result "
+                         "per optimizer")
+    return Optimizer.from_dict(_record(records.iloc[0]))
+
+
+def by_optimizer(table: pd.DataFrame) -> list[tuple[Optimizer, pd.DataFrame]]:
+    """The table cut into one part per optimizer it records (a grid over beta gives one part per
+    beta), in the order of first appearance; a table of one optimizer is one part."""
+    if "optimizer" not in table or table.empty:
+        return [(optimizer_of(table), table)]
+    present = [c for c in OPTIMIZER_COLUMNS if c in table]
+    key = pd.Series(["|".join(map(str, row)) for row in table[present].itertuples(index=False)],
+                    index=table.index)
+    return [(optimizer_of(part), part.reset_index(drop=True))
+            for _, part in table.groupby(key, sort=False)]
+
+
+def _record(row) -> dict:
+    """An optimizer record from a table row; unused fields (NaN) keep their defaults."""
+    record = {"name": row["optimizer"]}
+    for column in ("momentum", "beta2", "eps"):
+        if column in row and pd.notna(row[column]):
+            record[column] = float(row[column])
+    return record
 
 
 def seed_average(table: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from importlib import import_module
 
 from thermosgd.isotropic.config import IsotropicConfig
 
-_SIMULATOR = ("IsotropicResult", "grid_protocol", "simulate", "unit_vector")
+_SIMULATOR = ("IsotropicResult", "grid_momenta", "grid_protocol", "simulate", "unit_vector")
 
 __all__ = ["IsotropicConfig", *_SIMULATOR]
 

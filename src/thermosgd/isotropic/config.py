@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from thermosgd.protocols import PROTOCOLS
+from thermosgd.theory.optimizers import Optimizer, make_optimizer
 
 __all__ = ["IsotropicConfig"]
 
@@ -32,8 +34,16 @@ class IsotropicConfig:
     queue_every: int = 50  # steps between snapshots
     entropy_every: int = 40_000  # steps between entropy evaluations of the queue
     entropy_average: int = 10  # stationary entropy = mean of the last this-many evaluations
+    optimizer: Optimizer = Optimizer()  # the update rule's optimizer (plain SGD: the paper)
+    momenta: tuple[float, ...] = ()  # beta (AdamW: beta1) grid replacing optimizer.momentum
 
     def __post_init__(self):
+        object.__setattr__(self, "optimizer", _optimizer(self.optimizer))
+        if self.optimizer.adaptive and self.protocol != "fixed-lr":
+            raise ValueError(
+                f"optimizer adamw is defined for the fixed-lr protocol only, not {self.protocol} "
+                "(its step does not scale with |w|^2); use --protocol fixed-lr, or --optimizer "
+                "sgd, momentum or nesterov")
         if self.protocol not in PROTOCOLS:
             raise ValueError(
                 f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}"
@@ -42,6 +52,9 @@ class IsotropicConfig:
         object.__setattr__(self, "weight_decays", _floats(self.weight_decays))
         object.__setattr__(self, "radii", _floats(self.radii))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "momenta", _floats(self.momenta))
+        for beta in self.momenta:  # each must make a valid optimizer (one-line ValueError)
+            dataclasses.replace(self.optimizer, momentum=beta)
         sphere = self.protocol == "fixed-sphere"
         rate = "--elr (effective learning rates)" if self.protocol != "fixed-lr" else "--lr"
         _require_positive(self.learning_rates, f"learning rates ({rate})")
@@ -54,7 +67,7 @@ class IsotropicConfig:
                 raise ValueError(f"{self.protocol} has no sphere radius: drop --radius")
             _require_positive(self.weight_decays, "weight decays (--wd)")
         for axis, flag in (("learning_rates", "--lr"), ("weight_decays", "--wd"),
-                           ("radii", "--radius"), ("seeds", "--seeds")):
+                           ("radii", "--radius"), ("seeds", "--seeds"), ("momenta", "--momentum")):
             values = getattr(self, axis)
             if len(set(values)) != len(values):
                 raise ValueError(f"{axis} ({flag}) repeats a value: {list(values)}; give each "
@@ -105,8 +118,25 @@ class IsotropicConfig:
         return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
+    def betas(self) -> tuple[float, ...]:
+        """The momentum axis of the grid: ``momenta``, or the optimizer's one value."""
+        return self.momenta or (self.optimizer.momentum,)
+
+    @property
     def grid_size(self) -> int:
-        return len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
+        return (len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.betas)
+                * len(self.seeds))
+
+
+def _optimizer(value) -> Optimizer:
+    """An Optimizer from itself, its name, or its record (``Optimizer.to_dict``, config.json)."""
+    if isinstance(value, Optimizer):
+        return value
+    if isinstance(value, str):
+        return make_optimizer(value)
+    if isinstance(value, dict):
+        return Optimizer.from_dict(value)
+    raise ValueError(f"optimizer must be an Optimizer, a name or its record, got {value!r}")
 
 
 def _floats(values) -> tuple[float, ...]:

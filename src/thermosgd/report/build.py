@@ -136,7 +136,8 @@ def _setup_line(setup: dict) -> str:
     if setup.get("width") is not None:
         model += f" k={setup['width']} on {setup.get('dataset')}"
     facts = [f"{model}, {setup.get('protocol')}"]
-    for key, label in (("d", "d = {}"), ("sigma", "σ = {:g}"), ("iterations", "{} iterations"),
+    for key, label in (("optimizer", "{}"), ("d", "d = {}"), ("sigma", "σ = {:g}"),
+                       ("iterations", "{} iterations"),
                        ("configurations", "{} runs"), ("seeds", "{} seed(s)")):
         if setup.get(key) is not None:
             facts.append(label.format(setup[key]))
@@ -240,6 +241,44 @@ def _section(a: Analysed, analysis: Analysis, root: Path, dest: Path) -> _page.S
                          comparison=_table4_comparison(analysis))
 
 
+_COMPARED = ("V1.interior_median_rel_error", "V1.compressibility_interior_median",
+             "angles.preconditioner.interior_median_rel_error")  # reported, compared too
+
+
+def _side_by_side(analysed: list[Analysed], root: Path) -> list[_page.Section]:
+    """One table per protocol that several results share (an SGD and a momentum result, say):
+    every judged check, and the few reported numbers of ``_COMPARED``, a column per result."""
+    by_protocol = {}
+    for a in analysed:
+        for analysis in a.analyses if not a.error else []:
+            if not analysis.skipped:
+                by_protocol.setdefault(analysis.protocol, []).append((a, analysis))
+    sections = []
+    for protocol, found in by_protocol.items():
+        if len(found) < 2:
+            continue
+        found.sort(key=lambda pair: pair[1].setup.get("optimizer", "sgd") != "sgd")  # SGD first
+        columns = [{c.key: c for c in judge(analysis.checks)} for _, analysis in found]
+        keys = []
+        for rows in columns:
+            keys += [k for k, c in rows.items() if k not in keys
+                     and (c.status != "info" or k in _COMPARED)]
+        head = ["check"] + [f"{a.name} ({analysis.setup.get('optimizer', 'sgd')})"
+                            for a, analysis in found]
+        table = [head]
+        for key in keys:
+            name = next(rows[key].name for rows in columns if key in rows)
+            table.append([name] + [
+                "—" if key not in rows else f"{_page.value_text(rows[key])} ({rows[key].status})"
+                if rows[key].status != "info" else _page.value_text(rows[key])
+                for rows in columns])
+        sections.append(_page.Section(
+            title=f"Side by side: {_PROTOCOL_NAMES.get(protocol, protocol)}",
+            lines=[f"{len(found)} results of {protocol}: each check's value (and verdict) per "
+                   "result, the optimizer in the column's title"], table=table))
+    return sections
+
+
 def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = None,
            out=None) -> tuple[Path, Path]:
     """Analyse every result at ``path`` and write one ``report.html`` (self-contained) and
@@ -258,6 +297,7 @@ def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = Non
                 "analysis", None, "", "fail", shown=a.error)]))
             continue
         sections += [_section(a, analysis, path, dest) for analysis in a.analyses]
+    sections = _side_by_side(analysed, path) + sections
     title = (f"thermosgd report: {analysed[0].name}" if len(analysed) == 1
              else f"thermosgd report: {path.name} ({len(analysed)} results)")
     setup = [(f"{s.title}", line) for s in sections for line in s.lines[:1]]

@@ -31,6 +31,7 @@ class Section:
     no_figure: str = ""  # said when there is no figure
     # a side-by-side table (Table 4 on each entropy chart beside the paper): head, rows, note
     comparison: tuple[tuple[str, ...], list[tuple[str, ...]], str] | None = None
+    table: list[list[str]] = field(default_factory=list)  # a free table, header row first
 
     def judged(self) -> list[Check]:
         return [c for c in self.checks if c.status != "info"]
@@ -40,6 +41,8 @@ class Section:
 
     def verdict(self) -> str:
         judged = self.judged()
+        if not judged and self.table:
+            return "comparison (below)"
         passed = sum(c.status == "pass" for c in judged)
         return f"{passed} of {len(judged)} pass"
 
@@ -124,6 +127,10 @@ def render_markdown(page: Page) -> str:
     for section in page.sections:
         out += [f"## {section.title}", ""] + [f"- {line}" for line in section.lines]
         out += [""] if section.lines else []
+        if section.table:
+            head, *rows = section.table
+            out += ["| " + " | ".join(_md(h) for h in head) + " |", "|---" * len(head) + "|"]
+            out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""]
         figures = list(section.figures.items())
         for caption, path in figures[:1]:
             out += [f"![{section.title}: {caption}]({Path(path).as_posix()})", ""]
@@ -215,6 +222,9 @@ def render_html(page: Page, root: Path) -> str:
         body.append(f"<h2 id='s{k}'>{e(section.title)}</h2>")
         if section.lines:
             body += ["<ul>"] + [f"<li>{e(line)}</li>" for line in section.lines] + ["</ul>"]
+        if section.table:
+            head, *rows = section.table
+            body.append(_table([e(h) for h in head], [_row([e(c) for c in row]) for row in rows]))
         figures = list(section.figures.items())
         body += [_figure(root, c, p, headline=True) for c, p in figures[:1]]
         if section.judged():

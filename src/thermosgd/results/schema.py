@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["ARCHITECTURES", "CHART_COLUMNS", "CHARTS", "LOCK_FILE", "MANIFEST", "MEASUREMENTS",
-           "METRIC_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION", "STATIONARY_COLUMNS",
-           "STATUSES", "Column", "architecture_of", "grid_axes"]
+           "METRIC_COLUMNS", "OPTIMIZER_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION",
+           "STATIONARY_COLUMNS", "STATUSES", "Column", "architecture_of", "grid_axes"]
 
 SCHEMA_VERSION = "0.2"
 READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
@@ -107,7 +107,20 @@ STATIONARY_COLUMNS = (
     Column("sigma", "σ", "", "isotropic noise scale (isotropic model)"),
     Column("sigma2", "σ²", "", "measured gradient-noise scale Tr Σ / (d-1) (networks)"),
     Column("trace_cov", "Tr Σ", "", "trace of the gradient-noise covariance (networks)"),
+    Column("optimizer", "", "", "sgd, momentum, nesterov or adamw (torch.optim semantics); "
+                                "absent: sgd"),
+    Column("momentum", "β, β₁", "", "heavy-ball / Nesterov momentum, or AdamW's β₁ (0 for sgd)"),
+    Column("beta2", "β₂", "", "AdamW's second-moment decay (empty otherwise)"),
+    Column("eps", "ε", "", "AdamW's eps added to sqrt(v̂) (empty otherwise)"),
+    Column("angular_update", "Δθ", "rad", "rms angle per step, 2 asin(|û_(t+1) − û_t|/2)"),
+    Column("angular_update_theory", "Δθ", "rad",
+           "equilibrium angle per step (SDE; sqrt(2ηλ) for SGD at fixed LR)"),
+    Column("preconditioner", "c", "", "AdamW: measured mean sqrt(v̂) + eps over the weights"),
+    Column("preconditioner_theory", "c", "", "AdamW: sqrt(Tr Σ / d) / r* + eps"),
+    Column("compressibility", "Z", "", "pV / (RT) of the measured state (AdamW: p = λ c)"),
 )
+# The optimizer's record in a stationary table (theory.Optimizer.to_dict, name -> "optimizer")
+OPTIMIZER_COLUMNS = ("optimizer", "momentum", "beta2", "eps")
 
 
 def grid_axes(protocol: str) -> tuple[str, str]:

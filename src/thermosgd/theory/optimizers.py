@@ -48,6 +48,25 @@ the discrete-step correction of appendix G, eq. 117-121):
   AdamW with eps = 0 gives (3 (d-1)/4, -(d-1)/4) and the target d - 1: along constant T the
   effective pressure lambda c, proportional to lambda^(3/2) eta^(-1/2), moves twice as fast in
   log as lambda does, and (dS/dlog p)_T = -R (eq. 23) is unchanged.
+* Fixed sphere under momentum (derived here). The step is projected back onto the sphere of
+  radius r, so only the SGD-equivalent rate changes: T = eta_eff' sigma^2 / 2 with eta_eff' =
+  eta_eff / (1 - beta), and the ideal-gas pressure of eq. 84 becomes lambda_eff = T (d-1)/(2V).
+  Eq. 83 measures the radial growth |w - eta s| - r of a step s, which is second order in eta.
+  Summed over steps it is the squared length of the accumulated displacement, whose rate is
+  eta^2 (sum_k a_k)^2 |g|^2 for a step s_t = sum_k a_k g_(t-k) of uncorrelated gradients (the
+  cross terms between steps are the correlations w_t . g_(t-k) = -eta |g|^2 sum_(j<k) a_j), with
+  sum_k a_k = 1 / (1 - beta) for heavy ball and Nesterov alike. So |v| - r = eta'^2 |g|^2 / (2r)
+  per step, eta' = eta / (1 - beta), and the pressure that would hold a free (weight-decayed) gas
+  at this radius is lambda_eff = (|v| - r) / (eta' r): eq. 83 with eta' in place of eta
+  (:func:`sphere_pressure_rate`). At eta' -> eta (SGD) this is eq. 83 itself.
+* Angle per step on the fixed sphere: the step is eta s with E|s|^2 = k |g|^2, k = 1 (SGD),
+  1 / (1 - beta^2) (heavy ball: the buffer's stationary variance) or (1 + beta)^2 +
+  beta^4 / (1 - beta^2) (Nesterov, above), and |g|^2 = Q / r^2, eta = eta_eff r^2: the angle is
+  eta_eff sqrt(k Q) (:func:`optimizer_angular_update_sphere`). The same k gives the fixed-LR
+  angles above: eta^2 k Q / r*^4 with r*^4 = eta Q / (2 lambda (1 - beta)).
+* AdamW has no fixed-ELR or fixed-sphere protocol here: its step eta m_hat / sqrt(v_hat) does not
+  scale with |w|^2 (its size is eta whatever the radius), so "eta = eta_eff |w|^2" does not fix
+  an effective rate, and on the sphere decoupled decay has nothing to act on.
 
 Every function takes floats or NumPy arrays (broadcasting). Optimizers are :class:`Optimizer`
 values; :func:`make_optimizer` builds one with torch's defaults, :func:`optimizer_from_torch`
@@ -75,6 +94,12 @@ __all__ = [
     "optimizer_radius_fixed_elr",
     "optimizer_temperature_fixed_lr",
     "optimizer_angular_update",
+    "optimizer_angular_update_sphere",
+    "optimizer_temperature_fixed_elr",
+    "optimizer_temperature_fixed_sphere",
+    "optimizer_effective_pressure_sphere",
+    "sphere_pressure_rate",
+    "step_variance_factor",
     "optimizer_entropy_slopes_fixed_lr",
     "optimizer_maxwell_target_fixed_lr",
     "optimizer_maxwell_target_fixed_elr",
@@ -310,6 +335,62 @@ def optimizer_angular_update(optimizer: Optimizer, learning_rate, weight_decay):
         "adamw": (1.0 - b) / (1.0 + b),
     }[optimizer.name]
     return np.sqrt(2.0 * np.asarray(learning_rate, dtype=float) * weight_decay * factor)
+
+
+def _refuse_adaptive(optimizer: Optimizer, protocol: str):
+    if optimizer.adaptive:
+        raise UnsupportedOptimizer(f"the {protocol} protocol is defined for sgd, momentum and "
+                                   "nesterov, not adamw")
+
+
+def optimizer_temperature_fixed_elr(optimizer: Optimizer, effective_learning_rate, sigma2):
+    """Fixed-ELR temperature T = eta_eff' sigma^2 / 2 (eq. 11 with eta_eff -> eta_eff / (1-beta))."""
+    _refuse_adaptive(optimizer, "fixed-ELR")
+    return time_scale(optimizer) * np.asarray(effective_learning_rate, float) * sigma2 / 2.0
+
+
+def optimizer_temperature_fixed_sphere(optimizer: Optimizer, effective_learning_rate, sigma2):
+    """Fixed-sphere temperature T = eta_eff' sigma^2 / 2 (eq. 7, eta_eff' = eta_eff / (1-beta))."""
+    _refuse_adaptive(optimizer, "fixed-sphere")
+    return time_scale(optimizer) * np.asarray(effective_learning_rate, float) * sigma2 / 2.0
+
+
+def optimizer_effective_pressure_sphere(optimizer: Optimizer, effective_learning_rate, radius,
+                                        sigma2, d):
+    """Ideal-gas pressure on the sphere lambda_eff = T (d - 1) / (2V), V = r^2 / 2 (eq. 84), at
+    the optimizer's temperature; measured by :func:`sphere_pressure_rate` (module doc)."""
+    t = optimizer_temperature_fixed_sphere(optimizer, effective_learning_rate, sigma2)
+    return t * (np.asarray(d, float) - 1.0) / np.asarray(radius, float) ** 2
+
+
+def sphere_pressure_rate(optimizer: Optimizer) -> float:
+    """eta' / eta: eq. 83 under momentum divides the radial growth |v| - r by eta' r, not eta r.
+
+    The growth is eta'^2 |g|^2 / (2r) per step (module doc), so this measures the pressure
+    lambda_eff = T (d-1) / (2V) that holds the free gas at T = eta_eff' sigma^2 / 2.
+    """
+    _refuse_adaptive(optimizer, "fixed-sphere")
+    return time_scale(optimizer)
+
+
+def step_variance_factor(optimizer: Optimizer) -> float:
+    """k = E|s|^2 / |g|^2 for the step w -= eta s with uncorrelated gradients g (module doc).
+
+    1 (SGD); 1 / (1 - beta^2) (heavy ball); (1 + beta)^2 + beta^4 / (1 - beta^2) (Nesterov).
+    """
+    _refuse_adaptive(optimizer, "fixed-sphere")
+    b = optimizer.momentum
+    if optimizer.name == "momentum":
+        return 1.0 / (1.0 - b * b)
+    if optimizer.name == "nesterov":
+        return (1.0 + b) ** 2 + b**4 / (1.0 - b * b)
+    return 1.0
+
+
+def optimizer_angular_update_sphere(optimizer: Optimizer, effective_learning_rate, sigma2, d):
+    """Angle per step on the fixed sphere, eta_eff sqrt(k sigma^2 (d - 1)) (module doc; SDE)."""
+    q = np.asarray(sigma2, float) * (np.asarray(d, float) - 1.0)
+    return np.asarray(effective_learning_rate, float) * np.sqrt(step_variance_factor(optimizer) * q)
 
 
 def optimizer_entropy_slopes_fixed_lr(optimizer: Optimizer, d, learning_rate=1.0,
