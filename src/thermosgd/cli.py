@@ -117,6 +117,7 @@ def _add_sweep_parsers(sub):
     grid.add_argument("--wd", type=float, nargs="+", help="lambda values")
     grid.add_argument("--radius", type=float, nargs="+", help="r values (fixed-sphere)")
     grid.add_argument("--seeds", type=int, nargs="+")
+    _add_optimizer_options(run)
     st = sw_sub.add_parser("status", help="finished, running, diverged, pending counts")
     st.add_argument("dir", help="a sweep directory")
     co = sub.add_parser("collect", help="one metrics.parquet and stationary.csv for a sweep",
@@ -146,6 +147,29 @@ def _add_sweep_parsers(sub):
         if bootstrap:
             reader.add_argument("--bootstrap", type=int, default=1000,
                                 help="bootstrap resamples for the fit's intervals (0: none)")
+
+
+def _add_optimizer_options(parser):
+    g = parser.add_argument_group("optimizer on the scale-invariant weights (torch.optim semantics)")
+    g.add_argument("--optimizer", choices=("sgd", "momentum", "nesterov", "adamw"), default=None,
+                   help="sgd (default), heavy-ball momentum or nesterov (torch SGD: weight decay "
+                        "inside the buffer) or adamw (decoupled weight decay); fixed-elr takes "
+                        "sgd, momentum, nesterov; fixed-sphere sgd only")
+    g.add_argument("--momentum", type=float, nargs="+", default=None,
+                   help="beta in [0, 1) (momentum, nesterov) or AdamW's beta1 (default 0.9); "
+                        "several values are a grid axis")
+    g.add_argument("--beta2", type=float, default=None, help="AdamW's beta2 (default 0.999)")
+    g.add_argument("--eps", type=float, default=None, help="AdamW's eps (default 1e-8)")
+
+
+def _optimizer_options(args) -> tuple[dict, tuple | None]:
+    """The optimizer's TrainConfig fields from the command line, and the momenta axis (None for
+    one value or none)."""
+    momenta = args.momentum or []
+    fields = {"optimizer": args.optimizer, "beta2": args.beta2, "eps": args.eps,
+              "momentum": momenta[0] if len(momenta) == 1 else None}
+    return ({k: v for k, v in fields.items() if v is not None},
+            tuple(momenta) if len(momenta) > 1 else None)
 
 
 def _add_train_parser(sub):
@@ -201,6 +225,7 @@ def _add_train_parser(sub):
             ("measure_passes", int, "train-set passes per log for loss, gradient, Tr Sigma")):
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name],
                        help=f"{text} (default {d[name]})")
+    _add_optimizer_options(tr)
     tr.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto (default)")
     tr.add_argument("--checkpoint-every", type=float, default=600.0,
                     help="seconds between checkpoints, taken at log points (default 600)")
@@ -252,7 +277,9 @@ def _prepare_train(args, progress):
     from thermosgd.nn import config as nn_config
 
     _check_run_options(args)
-    size = len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
+    optimizer, momenta = _optimizer_options(args)
+    size = (len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
+            * len(momenta or [None]))
     if size == 1:
         from thermosgd.nn import training as trainer
 
@@ -262,7 +289,7 @@ def _prepare_train(args, progress):
             weight_decay=args.wd[0] if args.wd else None,
             radius=args.radius[0] if args.radius else None, seed=args.seed[0],
             iterations=args.iterations, queue_size=args.queue_size, device=args.device,
-            **{name: getattr(args, name) for name in _TRAIN_FIELDS})
+            **{name: getattr(args, name) for name in _TRAIN_FIELDS}, **optimizer)
         trainer.prepare(config, args.out)
         from thermosgd.nn.data import load_data
 
@@ -281,8 +308,8 @@ def _prepare_train(args, progress):
         name=Path(args.out).name, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
         learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seed,
-        train={name: getattr(args, name) for name in _TRAIN_FIELDS
-               if getattr(args, name) is not None},
+        momenta=momenta, train={name: getattr(args, name) for name in _TRAIN_FIELDS
+                                if getattr(args, name) is not None} | optimizer,
         where="the command line")
     return _local_sweep_job(args, spec, progress, max_batch=args.max_batch or spec.size)
 
@@ -329,7 +356,8 @@ def _prepare_sweep(args, progress):
     spec = sweeps.sweep_from_options(
         args.spec, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
-        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds)
+        learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds,
+        momenta=_optimizer_options(args)[1], train=_optimizer_options(args)[0] or None)
     _check_run_options(args)
     options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
                "progress": progress, "checkpoint_every": args.checkpoint_every,

@@ -11,7 +11,10 @@ carries, never by which engine wrote it:
 - V2 (eq. 22), the V3 slope targets and V4 (eq. 31) where the closed-form entropy
   ``entropy_theory`` exists: they test the isotropic model's own predictions.
 - V3 as Table 4 (eq. 34/108-110, with bootstrap intervals) for fixed LR and fixed ELR wherever
-  an entropy was measured on at least six grid points.
+  an entropy was measured on at least six grid points, against the Maxwell target of the
+  optimizer the table's ``optimizer``, ``momentum``, ``beta2`` and ``eps`` columns name (plain
+  SGD without them): momentum keeps SGD's (d-1)/2, AdamW's is d-1 at eps = 0
+  (``thermosgd.theory.optimizers``).
 
 Seeds are averaged first, by the one rule of :func:`thermosgd.analysis.tables.seed_average`.
 """
@@ -28,7 +31,7 @@ from thermosgd.results.compat import upgrade_stationary
 from thermosgd.results.schema import grid_axes
 
 __all__ = ["check_adiabats", "check_entropy_slopes", "check_potential_minimum", "check_radius",
-           "isotropic_checks", "stationary_checks"]
+           "isotropic_checks", "stationary_checks", "table_optimizer"]
 
 
 def _has(table: pd.DataFrame, column: str) -> bool:
@@ -162,6 +165,41 @@ def check_adiabats(table: pd.DataFrame) -> dict:
     }
 
 
+def table_optimizer(table: pd.DataFrame):
+    """The optimizer named by the table's columns (``optimizer``, ``momentum``, ``beta2``,
+    ``eps``; plain SGD without them). Raises ValueError for a table mixing optimizers."""
+    from thermosgd.theory.optimizers import make_optimizer
+
+    if "optimizer" not in table:
+        return make_optimizer("sgd")
+    kinds = table[[c for c in ("optimizer", "momentum", "beta2", "eps") if c in table]]
+    kinds = kinds.drop_duplicates()
+    if len(kinds) > 1:
+        raise ValueError("the table mixes optimizers; analyse one optimizer (and momentum) at a "
+                         "time")
+    row = kinds.iloc[0]
+    name = str(row["optimizer"])
+
+    def option(key):
+        value = row.get(key)
+        return None if value is None or not np.isfinite(float(value)) else float(value)
+    return make_optimizer(name, option("momentum") if name != "sgd" else None,
+                          option("beta2") if name == "adamw" else None,
+                          option("eps") if name == "adamw" else None)
+
+
+def _maxwell_target(table: pd.DataFrame, avg: pd.DataFrame, protocol: str, d: int):
+    """The Maxwell relation's target when the optimizer moves it from SGD's (AdamW: d - 1 at
+    eps = 0, the grid's median state otherwise), else None (SGD's, as the fit computes it)."""
+    opt = table_optimizer(table)
+    if not opt.adaptive or protocol != "fixed-lr":
+        return None
+    state = {k: float(np.nanmedian(avg[c].to_numpy(float))) for k, c in
+             (("learning_rate", "learning_rate"), ("weight_decay", "weight_decay"),
+              ("trace_cov", "trace_cov")) if c in avg}
+    return float(theory.optimizer_maxwell_target_fixed_lr(opt, d, **state))
+
+
 def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Every check the table's protocol and columns allow (see the module's docstring), on the
     seed average of one protocol's stationary table. ``bootstrap`` draws (seeded by ``seed``)
@@ -186,9 +224,10 @@ def stationary_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int =
     if protocol in ("fixed-lr", "fixed-elr"):
         usable = int(np.isfinite(avg["entropy"].to_numpy(float)).sum())
         x, y = grid_axes(protocol)
-        v3["table4"] = (table4(avg[x], avg[y], avg["entropy"], protocol=protocol,
-                               d=int(avg["d"].iloc[0]), interior=interior,
-                               bootstrap=bootstrap, seed=seed)
+        d = int(avg["d"].iloc[0])
+        v3["table4"] = (table4(avg[x], avg[y], avg["entropy"], protocol=protocol, d=d,
+                               interior=interior, bootstrap=bootstrap, seed=seed,
+                               maxwell_target=_maxwell_target(table, avg, protocol, d))
                         if usable >= MIN_FIT_POINTS else
                         {"skipped": f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                                     f"grid points with an entropy, got {usable}"})

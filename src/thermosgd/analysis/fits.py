@@ -80,16 +80,16 @@ def quadratic_entropy_fit(log_x, log_y, entropy) -> dict:
     return {f"a{k}": float(c) for k, c in enumerate(coef)} | {"r2": float(r2)}
 
 
-def _maxwell(coef, log_x, log_y, protocol, d):
+def _maxwell(coef, log_x, log_y, protocol, d, target=None):
     """The Maxwell relation's left side at (log_x, log_y) from the quadratic (eq. 109), and its
     target: fixed LR dS/dlog η - dS/dlog λ = (d-1)/2 (eq. 110); fixed ELR dS/dlog λ = -(d-1)/2
-    (eq. 85). ``coef`` is (6,) or (6, n) for n fits at once."""
+    (eq. 85); ``target`` where an optimizer moves it. ``coef`` is (6,) or (6, n) for n fits."""
     a = coef
     if protocol == "fixed-lr":
         lhs = (a[1] - a[2]) + (2 * a[3] - a[5]) * log_x + (a[5] - 2 * a[4]) * log_y
-        return lhs, float(theory.maxwell_target_fixed_lr(d))
+        return lhs, float(theory.maxwell_target_fixed_lr(d)) if target is None else target
     lhs = a[2] + 2 * a[4] * log_y + a[5] * log_x
-    return lhs, float(theory.maxwell_target_fixed_elr(d))
+    return lhs, float(theory.maxwell_target_fixed_elr(d)) if target is None else target
 
 
 def _normalized(coef, r, protocol) -> dict:
@@ -103,12 +103,15 @@ def _normalized(coef, r, protocol) -> dict:
 
 
 def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, interior=None,
-           bootstrap: int = 1000, seed: int = 0) -> dict:
+           bootstrap: int = 1000, seed: int = 0, maxwell_target: float | None = None) -> dict:
     """V3 as the paper's Table 4, from the quadratic S(log η, log λ) of eq. 34/108: R², the normalized coefficients (R = (d-1)/2), the relation's
     left side (eq. 109) at the grid's centre over R ("centre/R": 1 for fixed LR, -1 for fixed
     ELR), its max and mean relative error over the points (and over ``interior``), and 95 %
     percentile intervals of R² and the coefficients from a residual ``bootstrap`` of the fit
-    drawn with ``seed`` (see :func:`_bootstrap`)."""
+    drawn with ``seed`` (see :func:`_bootstrap`). ``maxwell_target``: the relation's target
+    where the optimizer moves it from SGD's (AdamW); the coefficients are then normalized by
+    |target| in place of R, so that 1 (fixed LR) stays the value to expect, and the target is
+    reported."""
     if protocol not in ("fixed-lr", "fixed-elr"):
         raise ValueError(f"Table 4 covers fixed-lr and fixed-elr, not {protocol}")
     lx, ly = np.log(np.asarray(learning_rate, float)), np.log(np.asarray(weight_decay, float))
@@ -116,24 +119,27 @@ def table4(learning_rate, weight_decay, entropy, *, protocol: str, d: int, inter
     if np.isfinite(s).sum() < MIN_FIT_POINTS:
         raise ValueError(f"the quadratic entropy fit needs at least {MIN_FIT_POINTS} "
                          f"configurations with an entropy, got {int(np.isfinite(s).sum())}")
-    r = float(theory.gas_constant(d))
+    r = float(theory.gas_constant(d)) if maxwell_target is None else abs(maxwell_target)
     fit = quadratic_entropy_fit(lx, ly, s)
     coef = np.array([fit[f"a{k}"] for k in range(6)])
-    lhs, target = _maxwell(coef, lx, ly, protocol, d)
+    lhs, target = _maxwell(coef, lx, ly, protocol, d, maxwell_target)
     err = np.abs(lhs - target) / abs(target)
     centre = lx[np.isfinite(s)].mean(), ly[np.isfinite(s)].mean()
     out = {"r2": fit["r2"], **_normalized(coef, r, protocol),
-           "centre/R": float(_maxwell(coef, *centre, protocol, d)[0] / r),
+           "centre/R": float(_maxwell(coef, *centre, protocol, d, maxwell_target)[0] / r),
            "max_rel_error": float(err.max()), "mean_rel_error": float(err.mean()),
            "coefficients": coef.tolist(), "n_points": int(np.isfinite(s).sum())}
+    if maxwell_target is not None:
+        out["maxwell_target"] = float(maxwell_target)
     if interior is not None and np.any(interior):
         out["interior_max_rel_error"] = float(err[interior].max())
         out["interior_mean_rel_error"] = float(err[interior].mean())
-    out["ci95"] = _bootstrap(lx, ly, s, protocol, d, r, bootstrap, seed) if bootstrap else {}
+    out["ci95"] = (_bootstrap(lx, ly, s, protocol, d, r, bootstrap, seed, maxwell_target)
+                   if bootstrap else {})
     return out
 
 
-def _bootstrap(lx, ly, s, protocol, d, r, n, seed) -> dict:
+def _bootstrap(lx, ly, s, protocol, d, r, n, seed, target=None) -> dict:
     """Residual bootstrap: the grid is a fixed design (the hyperparameters are chosen, not
     sampled), so each draw refits the fitted surface plus residuals drawn with replacement,
     centred and inflated by sqrt(m / (m - 6)) for the six fitted coefficients. A pairs bootstrap
@@ -159,6 +165,6 @@ def _bootstrap(lx, ly, s, protocol, d, r, n, seed) -> dict:
     # interval can miss the estimate itself.
     stats = {"r2": 1 - (res * res).sum(axis=0) / (centred * centred).sum(axis=0),
              **_normalized(coefs, r, protocol),
-             "centre/R": _maxwell(coefs, x.mean(), y.mean(), protocol, d)[0] / r}
+             "centre/R": _maxwell(coefs, x.mean(), y.mean(), protocol, d, target)[0] / r}
     return {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
             for k, v in stats.items()}

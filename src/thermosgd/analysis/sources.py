@@ -79,6 +79,28 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     table = table.assign(converging=table["run"].map(flags).fillna(False).astype(bool)
                          & finished)
     table = table.sort_values(list(grid_axes(spec.protocol)), kind="stable")
+    if "momentum" in table and table["momentum"].nunique() > 1:
+        # a momentum axis: one analysis per value (the fits run over the (rate, lambda) grid)
+        return [_sweep_analysis(path, spec, part, metrics[metrics["run"].isin(part["run"])],
+                                f"{spec.name}, momentum {beta:g}", bootstrap, seed)
+                for beta, part in table.groupby("momentum", sort=True)]
+    return [_sweep_analysis(path, spec, table, metrics, spec.name, bootstrap, seed)]
+
+
+def _optimizer_label(table: pd.DataFrame) -> str:
+    """The optimizer of a sweep's table, as ``thermosgd.theory.optimizers.Optimizer.label``."""
+    if "optimizer" not in table or table.empty:
+        return "sgd"
+    from thermosgd.analysis.checks import table_optimizer
+
+    return table_optimizer(table).label
+
+
+def _sweep_analysis(path, spec, table, metrics, name, bootstrap, seed) -> Analysis:
+    """One Analysis of a sweep's table (all of it, or one value of its momentum axis)."""
+    missing = table.loc[~table["status"].isin(["finished", "diverged"]), "run"].tolist()
+    diverged = table.loc[table["status"] == "diverged", "run"].tolist()
+    done = table[table["status"] == "finished"]
     still = table.loc[table["converging"], "run"].tolist()
     if spec.protocol in ("fixed-lr", "fixed-elr"):
         found = int(np.isfinite(seed_average(table)["entropy"].to_numpy(float)).sum())
@@ -92,13 +114,16 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
         paper = PAPER_TABLE4.get((spec.model, spec.width, spec.dataset), {})
         checks["V3"]["table4"]["paper"] = paper.get(spec.protocol)
     setup = {"sweep": spec.name, "protocol": spec.protocol, "model": spec.model,
-             "width": spec.width, "dataset": spec.dataset, "d": int(done["d"].iloc[0]),
-             "iterations": spec.iterations, "configurations": spec.size,
-             "seeds": len(spec.seeds)}
+             "width": spec.width, "dataset": spec.dataset,
+             "d": int(done["d"].iloc[0]) if not done.empty else None,
+             "iterations": spec.iterations, "configurations": len(table),
+             "seeds": len(spec.seeds), "optimizer": _optimizer_label(table)}
     runs = {"missing": missing, "diverged": diverged, "converging": still}
     path = Path(path)
-    return [Analysis(spec.name, spec.protocol, table, checks, setup, runs, metrics,
-                     path / "figures", _mtime(path.glob("runs/*/summary.json")))]
+    figures = (path / "figures" if name == spec.name
+               else path / "figures" / f"momentum{name.rsplit(' ', 1)[-1]}")
+    return Analysis(name, spec.protocol, table, checks, setup, runs, metrics, figures,
+                    _mtime(path.glob("runs/*/summary.json")))
 
 
 def grid_checks(table: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> dict:

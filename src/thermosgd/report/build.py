@@ -104,6 +104,8 @@ def _setup_line(setup: dict) -> str:
     if setup.get("width") is not None:
         model += f" k={setup['width']} on {setup.get('dataset')}"
     facts = [f"{model}, {setup.get('protocol')}"]
+    if setup.get("optimizer") not in (None, "sgd"):  # older results and plain SGD say nothing
+        facts.append(f"optimizer {setup['optimizer']}")
     for key, label in (("d", "d = {}"), ("sigma", "σ = {:g}"), ("iterations", "{} iterations"),
                        ("configurations", "{} runs"), ("seeds", "{} seed(s)")):
         if setup.get(key) is not None:

@@ -55,9 +55,10 @@ def write_metrics(out: Path, rows: list[dict]) -> None:
 
 
 def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_state, queue, rows,
-                    seconds) -> None:
+                    seconds, optimizer_state: dict | None = None) -> None:
     """Everything a resumed run needs to continue bit for bit; ``queue`` (N, d) is cut to the
-    snapshots taken so far."""
+    snapshots taken so far; ``optimizer_state``: momentum buffers or AdamW's moments and step
+    count (None for plain SGD, which has none: older checkpoints lack the key)."""
     import torch
 
     filled = min(iteration // config.queue_every, config.queue_size)
@@ -71,6 +72,8 @@ def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_stat
         "seconds": seconds,
         "config": config.to_dict(),
     }
+    if optimizer_state is not None:
+        state["optimizer"] = optimizer_state
     io.atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 

@@ -71,6 +71,18 @@ STATIONARY_COLUMNS = (
     Column("sigma", "σ", "", "isotropic noise scale (isotropic model)"),
     Column("sigma2", "σ²", "", "measured gradient-noise scale Tr Σ / (d-1) (networks)"),
     Column("trace_cov", "Tr Σ", "", "trace of the gradient-noise covariance (networks)"),
+    Column("optimizer", "", "", "sgd, momentum, nesterov or adamw (torch.optim semantics); "
+                                "older results: sgd"),
+    Column("momentum", "β", "", "heavy-ball / Nesterov momentum, or AdamW's β1 (0 for SGD)"),
+    Column("beta2", "β2", "", "AdamW's second-moment decay (empty otherwise)"),
+    Column("eps", "ε", "", "AdamW's eps added to sqrt(v̂) (empty otherwise)"),
+    Column("angular_update", "Δθ", "rad", "measured angle of w/||w|| per step, "
+                                          "2 asin(chord/2)"),
+    Column("angular_update_theory", "Δθ", "rad", "equilibrium angle per step of the optimizer "
+                                                 "(SGD sqrt(2ηλ); Wan et al. 2021; Kosson et "
+                                                 "al. 2024)"),
+    Column("preconditioner", "c", "", "AdamW's mean sqrt(v̂) + eps: T and p are SGD's at η/c, "
+                                      "λc"),
 )
 
 

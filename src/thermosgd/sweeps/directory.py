@@ -25,13 +25,17 @@ LEGACY_GRID_KIND = "train-grid"  # thermosgd 0.1's `train` grids, read as sweeps
 STATES = ("finished", "diverged", "running", "interrupted", "pending", "damaged")
 # the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
 HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
+# the optimizer on the scale-invariant weights (plain SGD: "sgd", momentum 0, no beta2 / eps)
+OPTIMIZER_COLUMNS = ("optimizer", "momentum", "beta2", "eps")
 
 
 def run_name(config) -> str:
-    """A run's directory name: protocol, rate, lambda or r, seed."""
+    """A run's directory name: protocol, the optimizer and its momentum (not for plain SGD),
+    rate, lambda or r, seed."""
     second = (f"r{config.radius:g}" if config.protocol == "fixed-sphere"
               else f"wd{config.weight_decay:g}")
-    return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
+    optimizer = "" if config.optimizer == "sgd" else f"_{config.optimizer}{config.momentum:g}"
+    return f"{config.protocol}{optimizer}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
 
 
 def run_dir(out: Path, name: str) -> Path:
@@ -174,8 +178,10 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         hyper = {"run": name, "protocol": config.protocol,
                  "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                  "sphere_radius": config.radius, "seed": config.seed}
+        optimizer = {"optimizer": config.optimizer, "momentum": config.momentum or 0.0,
+                     "beta2": config.beta2, "eps": config.eps}
         state = run_state(out, name)
-        row = hyper | {"status": state}
+        row = hyper | {"status": state} | optimizer
         run = run_dir(out, name)
         if state in ("finished", "diverged"):
             summary = json.loads((run / "summary.json").read_text())
@@ -186,8 +192,8 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             row["U"] = summary["stationary"].get("train_loss")
         if (run / "metrics.parquet").is_file():
             metrics = pd.read_parquet(run / "metrics.parquet")
-            logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
-                list(HYPER_COLUMNS) + list(metrics.columns)])
+            logs.append(metrics.assign(**hyper, **optimizer)[
+                list(HYPER_COLUMNS) + list(OPTIMIZER_COLUMNS) + list(metrics.columns)])
         rows.append(row)
     table = pd.DataFrame(rows)
     metrics = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(
