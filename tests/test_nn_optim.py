@@ -157,7 +157,11 @@ def test_a_run_logs_the_optimizers_theory(digits):
     # float64 formulas on the logged float inputs: equal to rounding
     assert row["radius_theory"] == pytest.approx(float(opt_theory.optimizer_radius_fixed_lr(
         opt, 0.05, 1e-2, row["trace_cov"], d)), rel=1e-12)
+    weight = 0.1 / 1.9  # heavy ball's (1 - beta) / (1 + beta)
+    q = row["stoch_grad_norm2"] - (1 - weight) * row["full_grad_norm2"]
     assert row["radius_theory_corrected"] == pytest.approx(float(
+        opt_theory.optimizer_radius_fixed_lr(opt, 0.05, 1e-2, q, d)), rel=1e-12)
+    assert row["radius_theory_corrected_sgd_form"] == pytest.approx(float(
         opt_theory.optimizer_radius_fixed_lr(opt, 0.05, 1e-2, row["stoch_grad_norm2"], d)),
         rel=1e-12)
     assert row["temperature"] == pytest.approx(float(opt_theory.optimizer_temperature_fixed_lr(

@@ -264,8 +264,11 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
     sqrt(2 eta lambda / (1 + beta)), Wan et al. 2021; AdamW Kosson et al. 2024), with the
     per-step eta (eta_eff r^2 at fixed ELR, r measured); the fixed sphere has no prediction
     here. For momentum and AdamW also T, p and the three radii of :func:`state_columns` with
-    eta -> eta' and lambda -> lambda': the SDE radius from Tr Sigma, the appendix-G ones from
-    the running mean of ||grad L_B(w_bar)||^2 and from the log point's Tr Sigma + ||grad L||^2.
+    eta -> eta' and lambda -> lambda': the SDE radius from Tr Sigma, the discrete-step ones
+    from Q = Tr Sigma + w ||grad L||^2 (w: ``theory.discrete_gradient_weight``, 1 = appendix G,
+    (1 - beta) / (1 + beta) for heavy ball), taken from the running mean of
+    ||grad L_B(w_bar)||^2 less (1 - w) ||grad L||^2 of the log point, and from the log point's
+    Tr Sigma + w ||grad L||^2.
     AdamW's T and p use the measured preconditioner c = mean sqrt(v_hat) + eps
     (``preconditioner``); its radius assumes the noise spread over the coordinates.
     """
@@ -288,6 +291,7 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
     else:
         def predicted(q):
             return float(opt_theory.optimizer_radius_fixed_elr(optimizer, rate, other, q))
+    weight = opt_theory.discrete_gradient_weight(optimizer)
     c = preconditioner
     if optimizer.adaptive:
         c = c if c is not None else float(opt_theory.adamw_preconditioner(
@@ -301,8 +305,10 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
         "temperature": float(temperature),
         "pressure": float(opt_theory.optimizer_pressure(optimizer, other, c)),
         "radius_theory": predicted(trace_cov),
-        "radius_theory_corrected": predicted(stoch_grad_norm2),
-        "radius_theory_corrected_logpoint": predicted(trace_cov + full_grad_norm2)}
+        "radius_theory_corrected": predicted(stoch_grad_norm2 - (1 - weight) * full_grad_norm2),
+        "radius_theory_corrected_logpoint": predicted(trace_cov + weight * full_grad_norm2),
+        # appendix G's SGD form, Tr Sigma + ||grad L||^2 from the running mean, for comparison
+        "radius_theory_corrected_sgd_form": predicted(stoch_grad_norm2)}
 
 
 def measure_seed(seed: int, iteration: int) -> int:
