@@ -144,3 +144,30 @@ def test_a_0_1_isotropic_output_gives_the_pinned_numbers(tmp_path, capsys):
     pinned = json.loads((PINNED / "isotropic_checks.json").read_text())["protocols"]
     for protocol, numbers in pinned.items():
         _assert_same_numbers(results[protocol]["checks"], numbers)
+
+
+def test_table4_takes_the_optimizers_maxwell_target():
+    """A fixed-LR table whose columns name AdamW (eps = 0) is fitted against AdamW's target
+    d - 1 (twice SGD's): an entropy with exactly AdamW's slopes (3R/2, -R/2) reads
+    (a1-a2)/R = 2 and passes against target/R = 2; momentum keeps SGD's target 1."""
+    from thermosgd.analysis.checks import stationary_checks
+    from thermosgd.analysis.rules import judge
+    from thermosgd.analysis.tables import optimizer_of as table_optimizer
+
+    table = theory_table("fixed-lr", d=50)
+    r = (50 - 1) / 2
+    table["entropy"] = 1.5 * r * np.log(table["learning_rate"]) \
+        - 0.5 * r * np.log(table["weight_decay"])
+    adamw = table.assign(optimizer="adamw", momentum=0.9, beta2=0.999, eps=0.0)
+    assert table_optimizer(adamw).name == "adamw"
+    t4 = stationary_checks(adamw, bootstrap=0)["V3"]["table4"]
+    assert t4["(a1-a2)/R"] == pytest.approx(2.0) and t4["target/R"] == pytest.approx(2.0)
+    verdicts = {c.key: c.status for c in judge(stationary_checks(adamw, bootstrap=0))}
+    assert verdicts["V3.table4.(a1-a2)/R"] == "pass"
+    momentum = table.assign(optimizer="momentum", momentum=0.9, beta2=np.nan, eps=np.nan)
+    t4 = stationary_checks(momentum, bootstrap=0)["V3"]["table4"]
+    assert t4["(a1-a2)/R"] == pytest.approx(2.0) and t4["target/R"] == pytest.approx(1.0)
+    verdicts = {c.key: c.status for c in judge(stationary_checks(momentum, bootstrap=0))}
+    assert verdicts["V3.table4.(a1-a2)/R"] == "fail"
+    with pytest.raises(ValueError, match="mixes optimizers"):
+        table_optimizer(pd.concat([adamw, momentum]))

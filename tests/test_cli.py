@@ -255,3 +255,45 @@ def test_top_level_help_and_version_need_no_torch(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+BAD_OPTIMIZER = [
+    (["--optimizer", "momentum", "--momentum", "1.0"], "momentum must lie in [0, 1)"),
+    (["--optimizer", "adamw", "--beta2", "1.5"], "beta2 must lie in (0, 1)"),
+    (["--optimizer", "nesterov", "--momentum", "0"], "Nesterov momentum needs momentum in"),
+    (["--optimizer", "momentum", "--beta2", "0.9"], "beta2 and eps apply to adamw only"),
+    (["--protocol", "fixed-elr", "--optimizer", "adamw"],
+     "fixed-elr protocol takes the optimizer(s) sgd, momentum, nesterov, not adamw"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_OPTIMIZER)
+def test_train_bad_optimizer_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    protocol = [] if "--protocol" in args else ["--protocol", "fixed-lr"]
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *protocol, *args, "--lr", "0.1", "--wd", "0.1", "--out", str(out),
+              "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_train_with_momentum_grid_records_the_optimizer(tmp_path, capsys):
+    """--momentum with two values is a grid axis; every run records its optimizer, and the
+    collected table carries it."""
+    out = tmp_path / "grid"
+    assert main(["train", "--protocol", "fixed-lr", "--lr", "0.01", "--wd", "0.01",
+                 "--optimizer", "momentum", "--momentum", "0.5", "0.9", "--out", str(out),
+                 *TRAIN_TINY]) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
+    assert runs == ["fixed-lr_momentum0.5_lr0.01_wd0.01_seed0",
+                    "fixed-lr_momentum0.9_lr0.01_wd0.01_seed0"]
+    config = json.loads((out / "runs" / runs[1] / "config.json").read_text())["config"]
+    assert (config["optimizer"], config["momentum"]) == ("momentum", 0.9)
+    assert main(["collect", str(out)]) == 0
+    table = pd.read_csv(out / "stationary.csv")
+    assert table["optimizer"].tolist() == ["momentum"] * 2
+    assert sorted(table["momentum"]) == [0.5, 0.9]
+    assert {"angular_update", "angular_update_theory"} <= set(table.columns)

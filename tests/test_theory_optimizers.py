@@ -240,3 +240,30 @@ def test_the_sphere_angle_and_the_fixed_lr_angle_share_the_step_variance(opt):
 def test_adamw_has_no_fixed_sphere_or_elr_protocol(fn):
     with pytest.raises(UnsupportedOptimizer, match="not adamw"):
         fn()
+
+
+@pytest.mark.parametrize("beta,eta_h", [(0.0, 0.6), (0.5, 0.4), (0.9, 0.15)])
+def test_heavy_ball_discrete_weight_on_a_quadratic(beta, eta_h):
+    """Heavy ball on 1-D quadratics x <- x + u, u <- beta u - eta (h x + xi), 4000 chains in
+    parallel: (1 - beta^2) E u^2 / eta^2 = s^2 + w E (h x)^2 with w = (1 - beta) / (1 + beta)
+    (the module's derivation). 4000 chains x 3000 steps after burn-in: relative error ~1e-3, so
+    2 % separates w from appendix G's w = 1 (which is off by 4-40 % here)."""
+    from thermosgd.theory.optimizers import discrete_gradient_weight, make_optimizer
+
+    rng = np.random.default_rng(0)
+    eta, h = 0.1, eta_h / 0.1
+    x, u = np.zeros(4000), np.zeros(4000)
+    u2, g2 = [], []
+    for t in range(4000):
+        u = beta * u - eta * (h * x + rng.standard_normal(4000))
+        if t >= 1000:
+            u2.append(np.mean(u * u))
+            g2.append(np.mean((h * x) ** 2))
+        x = x + u
+    w = (discrete_gradient_weight(make_optimizer("momentum", beta)) if beta
+         else discrete_gradient_weight(make_optimizer("sgd")))
+    assert w == pytest.approx((1 - beta) / (1 + beta))
+    lhs = (1 - beta**2) * np.mean(u2) / eta**2
+    assert lhs == pytest.approx(1 + w * np.mean(g2), rel=0.02)
+    if beta:
+        assert abs(lhs - (1 + np.mean(g2))) / lhs > 0.04

@@ -36,19 +36,23 @@ def _add_wait(parser):
                              "instead of stopping (default: stop with its pid and host)")
 
 
-def _add_optimizer_options(parser, *, grid=False):
+def _add_optimizer_options(parser, *, grid=False, default="sgd"):
+    """The optimizer options; ``default`` None lets a sweep definition's own optimizer stand."""
     from thermosgd.theory.optimizers import OPTIMIZERS
 
     g = parser.add_argument_group("optimizer (torch.optim semantics; section 7 of the paper)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd (the paper), momentum (heavy ball), nesterov or adamw (fixed-lr "
-                        "only) (default sgd)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=default,
+                   help="sgd (the paper), momentum (heavy ball, weight decay inside the buffer), "
+                        "nesterov, or adamw (decoupled weight decay; fixed-lr only) (default "
+                        "sgd)")
     g.add_argument("--momentum", type=float, default=None, nargs="+" if grid else None,
                    help="beta in [0, 1) for momentum and nesterov (nesterov: > 0), beta1 for "
                         "adamw (default 0.9; not for sgd)" + (
                             "; several values run a grid over beta" if grid else ""))
     g.add_argument("--beta2", type=float, default=None,
                    help="adamw's beta2 in (0, 1) (default 0.999; adamw only)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="adamw's eps, added to sqrt(v_hat) (default 1e-8; adamw only)")
 
 
 def _optimizer(args):
@@ -58,7 +62,7 @@ def _optimizer(args):
 
     betas = args.momentum if isinstance(args.momentum, list) else None
     first = betas[0] if betas else args.momentum
-    optimizer = make_optimizer(args.optimizer, momentum=first, beta2=args.beta2)
+    optimizer = make_optimizer(args.optimizer, momentum=first, beta2=args.beta2, eps=args.eps)
     return optimizer, tuple(betas) if betas and len(betas) > 1 else ()
 
 
@@ -186,6 +190,7 @@ def _add_sweep_parsers(sub):
     grid.add_argument("--stationary-logs", type=int,
                       help="stationary means over the last this-many logs (the paper: 30; one "
                            "of its CIFAR-100 notebooks: 60)")
+    _add_optimizer_options(run, grid=True, default=None)
     st = sw_sub.add_parser("status", help="finished, running, diverged, pending counts")
     st.add_argument("dir", help="a sweep directory")
     co = sub.add_parser("collect", help="one metrics.parquet and stationary.csv for a sweep",
@@ -219,6 +224,16 @@ def _add_sweep_parsers(sub):
         if bootstrap:
             reader.add_argument("--bootstrap", type=int, default=1000,
                                 help="bootstrap resamples for the fit's intervals (0: none)")
+
+
+def _optimizer_options(args) -> tuple[dict, tuple | None]:
+    """The optimizer's TrainConfig fields from the command line, and the momenta axis (None for
+    one value or none)."""
+    momenta = args.momentum or []
+    fields = {"optimizer": args.optimizer, "beta2": args.beta2, "eps": args.eps,
+              "momentum": momenta[0] if len(momenta) == 1 else None}
+    return ({k: v for k, v in fields.items() if v is not None},
+            tuple(momenta) if len(momenta) > 1 else None)
 
 
 def _add_train_parser(sub):
@@ -275,6 +290,7 @@ def _add_train_parser(sub):
         g.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name],
                        help=f"{text} (default {d[name]})")
     _add_convention_options(g, d)
+    _add_optimizer_options(tr, grid=True, default=None)
     tr.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto (default)")
     tr.add_argument("--checkpoint-every", type=float, default=600.0,
                     help="seconds between checkpoints, taken at log points (default 600)")
@@ -340,7 +356,9 @@ def _prepare_train(args, progress):
     from thermosgd.nn import config as nn_config
 
     _check_run_options(args)
-    size = len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
+    optimizer, momenta = _optimizer_options(args)
+    size = (len(args.lr) * len(args.wd or args.radius or [None]) * len(args.seed)
+            * len(momenta or [None]))
     if size == 1:
         from thermosgd.nn import training as trainer
 
@@ -350,7 +368,7 @@ def _prepare_train(args, progress):
             weight_decay=args.wd[0] if args.wd else None,
             radius=args.radius[0] if args.radius else None, seed=args.seed[0],
             iterations=args.iterations, queue_size=args.queue_size, device=args.device,
-            **{name: getattr(args, name) for name in _TRAIN_FIELDS})
+            **{name: getattr(args, name) for name in _TRAIN_FIELDS}, **optimizer)
         trainer.prepare(config, args.out, checkpoint=True)
         from thermosgd.nn.data import load_data
 
@@ -371,8 +389,8 @@ def _prepare_train(args, progress):
         name=Path(args.out).name, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
         learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seed,
-        train={name: getattr(args, name) for name in _TRAIN_FIELDS
-               if getattr(args, name) is not None},
+        momenta=momenta, train={name: getattr(args, name) for name in _TRAIN_FIELDS
+                                if getattr(args, name) is not None} | optimizer,
         where="the command line")
     return _local_sweep_job(args, spec, progress, max_batch=args.max_batch or spec.size)
 
@@ -420,8 +438,9 @@ def _prepare_sweep(args, progress):
         args.spec, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
         learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds,
+        momenta=_optimizer_options(args)[1],
         train={name: getattr(args, name) for name in _SWEEP_TRAIN_FIELDS
-               if getattr(args, name) is not None} or None)
+               if getattr(args, name) is not None} | _optimizer_options(args)[0] or None)
     _check_run_options(args)
     options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
                "progress": progress, "checkpoint_every": args.checkpoint_every,

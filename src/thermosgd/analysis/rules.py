@@ -113,7 +113,9 @@ SLOPE_REL_TOLERANCE = 0.05  # V3 slopes: |value - target| / |target|
 SLOPE_ABS_TOLERANCE = 0.05  # V3 slopes with target 0: |value|
 
 
-_MAXWELL_KEYS = ("V3.table4.(a1-a2)/R", "V3.table4.a2/R")  # their target: "target/R" if given
+# the normalized Maxwell relation of each chart's fit; its target: the fit's "target/R" if given
+_MAXWELL_KEYS = {f"V3.{fit}.{k}": fit for fit in ("table4", "table4_raw")
+                 for k in ("(a1-a2)/R", "a2/R")}
 
 
 def rule_for(key: str, checks: dict) -> Rule | None:
@@ -123,8 +125,9 @@ def rule_for(key: str, checks: dict) -> Rule | None:
     if key == "V1.interior_median_rel_error" and "corrected" in checks.get("V1", {}):
         return None  # the SDE prediction misses appendix G's discretization term
     rule = _RULES.get(key)
-    target = _number(_at(checks, ["V3", "table4", "target/R"]))
-    if rule is not None and key in _MAXWELL_KEYS and target is not None:
+    target = (_number(_at(checks, ["V3", _MAXWELL_KEYS[key], "target/R"]))
+              if key in _MAXWELL_KEYS else None)
+    if rule is not None and target is not None:
         rule = replace(rule, target=target)
     return rule
 

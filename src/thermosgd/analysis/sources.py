@@ -24,7 +24,7 @@ from thermosgd.analysis.fits import (
     PAPER_TABLE4_NOTES,
     PAPER_TABLE4_PRINTED,
 )
-from thermosgd.analysis.tables import by_optimizer, converging, seed_average
+from thermosgd.analysis.tables import by_optimizer, converging, optimizer_of, seed_average
 from thermosgd.results import io as _io
 from thermosgd.results.compat import read_stationary
 from thermosgd.results.schema import CHART_COLUMNS, CHARTS, MANIFEST, grid_axes
@@ -84,6 +84,7 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
                          "written by `thermosgd train` / `sweep run`?")
     provenance = _one_network(path, done)
     table, charts = _common_charts(table, done)
+    found = {"setup": {**provenance, "charts": charts}, "damaged": damaged}
     logs = int(spec.train.get("stationary_logs", 30))
     flags = {run: converging(m, logs=logs) for run, m in metrics.groupby("run")}
     finished = table["status"] == "finished"
@@ -92,6 +93,28 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     table = table.assign(converging=table["run"].map(flags).fillna(False).astype(bool)
                          & finished)
     table = table.sort_values(list(grid_axes(spec.protocol)), kind="stable")
+    if "momentum" in table and table["momentum"].nunique() > 1:
+        # a momentum axis: one analysis per value (the fits run over the (rate, lambda) grid)
+        return [_sweep_analysis(path, spec, part, metrics[metrics["run"].isin(part["run"])],
+                                f"{spec.name}, momentum {beta:g}", bootstrap, seed, found)
+                for beta, part in table.groupby("momentum", sort=True)]
+    return [_sweep_analysis(path, spec, table, metrics, spec.name, bootstrap, seed, found)]
+
+
+def _optimizer_label(table: pd.DataFrame) -> str:
+    """The optimizer of a sweep's table, as ``thermosgd.theory.optimizers.Optimizer.label``."""
+    if "optimizer" not in table or table.empty:
+        return "sgd"
+    return optimizer_of(table).label
+
+
+def _sweep_analysis(path, spec, table, metrics, name, bootstrap, seed, found) -> Analysis:
+    """One Analysis of a sweep's table (all of it, or one value of its momentum axis);
+    ``found``: the network, charts and damaged runs of the whole sweep."""
+    missing = table.loc[~table["status"].isin(["finished", "diverged", "damaged"]),
+                        "run"].tolist()
+    diverged = table.loc[table["status"] == "diverged", "run"].tolist()
+    done = table[table["status"] == "finished"]
     still = table.loc[table["converging"], "run"].tolist()
     if spec.protocol in ("fixed-lr", "fixed-elr"):
         averaged = seed_average(table)
@@ -110,16 +133,20 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
             fit["paper"] = PAPER_TABLE4.get(setup_key, {}).get(spec.protocol)
             fit["paper_printed"] = PAPER_TABLE4_PRINTED.get(setup_key, {}).get(spec.protocol)
     setup = {"sweep": spec.name, "protocol": spec.protocol, "model": spec.model,
-             "width": spec.width, "dataset": spec.dataset, "d": int(done["d"].iloc[0]),
-             "iterations": spec.iterations, "configurations": spec.size,
-             "seeds": len(spec.seeds), **provenance, "charts": charts}
+             "width": spec.width, "dataset": spec.dataset,
+             "d": int(done["d"].iloc[0]) if not done.empty else None,
+             "iterations": spec.iterations, "configurations": len(table),
+             "seeds": len(spec.seeds), "optimizer": _optimizer_label(table), **found["setup"]}
     note = PAPER_TABLE4_NOTES.get((*setup_key, spec.protocol))
     if note:
         setup["paper_note"] = note
-    runs = {"missing": missing, "diverged": diverged, "converging": still, "damaged": damaged}
+    runs = {"missing": missing, "diverged": diverged, "converging": still,
+            "damaged": found["damaged"]}
     path = Path(path)
-    return [Analysis(spec.name, spec.protocol, table, checks, setup, runs, metrics,
-                     path / "figures", _mtime(path.glob("runs/*/summary.json")))]
+    figures = (path / "figures" if name == spec.name
+               else path / "figures" / f"momentum{name.rsplit(' ', 1)[-1]}")
+    return Analysis(name, spec.protocol, table, checks, setup, runs, metrics, figures,
+                    _mtime(path.glob("runs/*/summary.json")))
 
 
 def _one_network(path, done: pd.DataFrame) -> dict:

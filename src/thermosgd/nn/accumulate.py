@@ -7,8 +7,10 @@ computed, so a training engine and an optimizer hook can share them:
   log point reports as means over its window: the batch loss, the running mean of
   ||grad L_B(w_bar)||^2 = ||w||^2 ||grad L_B(w)||^2 (P1: gradients scale as 1 / ||w||), which
   appendix G's corrected radius (eq. 117-120) needs, and on the fixed sphere the effective
-  weight decay lambda_eff of eq. 83. Closing the window is the one host sync, and detects
-  divergence.
+  weight decay lambda_eff of eq. 83, and the angle the direction w / ||w|| turns per step (the
+  angular update of spherical motion dynamics, whose equilibrium value each optimizer predicts:
+  ``thermosgd.theory.optimizers.optimizer_angular_update``). Closing the window is the one host
+  sync, and detects divergence.
 - :class:`SnapshotQueue` keeps the last N weight snapshots (one every ``every`` steps) per
   configuration, whose directions give the sphere entropy (eq. 26-27) and whose mean norm the
   total entropy (eq. 28).
@@ -32,7 +34,8 @@ __all__ = ["SnapshotQueue", "Window", "WindowSums"]
 class Window:
     """A closed window of G configurations."""
 
-    means: list[dict]  # per configuration: stoch_grad_norm2, batch_loss, lambda_eff (eq. 83)
+    means: list[dict]  # per configuration: stoch_grad_norm2, batch_loss, lambda_eff (eq. 83),
+    # angular_update (radians per step)
     diverged: dict[int, int]  # {row: first iteration whose loss was not finite}
 
 
@@ -41,7 +44,8 @@ class WindowSums:
 
     ``sphere_rate``: on the fixed sphere, eta = eta_eff r^2 per configuration (G,), the step
     size in the ambient space (eq. 2); None for the other protocols (lambda_eff is then NaN).
-    Call :meth:`add` once per step with the weights *before* the update, then :meth:`close`.
+    Call :meth:`add` once per step with the weights *before* the update (and :meth:`rotate`
+    with the weights before and after it), then :meth:`close`.
     """
 
     def __init__(self, count: int, device, *, sphere_rate=None):
@@ -49,6 +53,8 @@ class WindowSums:
         self.stoch = zero.clone()  # sum of ||grad L_B(w_bar)||^2
         self.loss = zero.clone()  # sum of batch losses
         self.leff = zero.clone()  # sum of eq. 83's per-step lambda_eff
+        self.angle = zero.clone()  # sum of the per-step angles of w / ||w|| (radians)
+        self.rotations = 0  # steps whose angle was added
         self.finite = torch.zeros(count, dtype=torch.int64, device=device)  # finite losses
         self.steps = 0
         # eta_eff r^2 in float64: eq. 83's (||w - eta g|| - r) / (eta r) cancels, and float32
@@ -69,6 +75,16 @@ class WindowSums:
             self.leff += (moved - r2.sqrt()) / (eta * r2.sqrt())
         self.steps += 1
 
+    def rotate(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """The angle between the directions of ``before`` and ``after`` (G, d), added to the
+        window. Taken as 2 asin(chord / 2) of the unit vectors' chord, in float64: acos of
+        their dot product loses angles below ~3e-4 rad in float32 (1 - cos is below its
+        rounding). Device work only: no host sync."""
+        a, b = before.double(), after.double()
+        chord = (a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)).norm(dim=1)
+        self.angle += 2 * torch.asin((chord / 2).clamp(max=1.0))  # (G,)
+        self.rotations += 1
+
     def close(self, weights: torch.Tensor, begin: int) -> Window:
         """At a log point (one host sync): the window's means, and the configurations that
         diverged, each with the first iteration whose loss was not finite (or the window's last
@@ -77,13 +93,15 @@ class WindowSums:
         n = self.steps
         # the log point's host sync: counts, weight health and the three sums in one transfer
         table = torch.stack([self.finite.double(), torch.isfinite(weights).all(1).double(),
-                             self.stoch / n, self.loss / n, self.leff / n], dim=1).cpu().numpy()
+                             self.stoch / n, self.loss / n, self.leff / n,
+                             self.angle / max(self.rotations, 1)], dim=1).cpu().numpy()
         means, diverged = [], {}
-        for j, (finite, ok, stoch, loss, leff) in enumerate(table):
+        for j, (finite, ok, stoch, loss, leff, angle) in enumerate(table):
             if finite < n or not ok or not math.isfinite(stoch):
                 diverged[j] = begin + int(finite) + 1 if finite < n else begin + n
             means.append({"stoch_grad_norm2": float(stoch), "batch_loss": float(loss),
-                          "lambda_eff": float(leff) if self.eta is not None else math.nan})
+                          "lambda_eff": float(leff) if self.eta is not None else math.nan,
+                          "angular_update": float(angle) if self.rotations else math.nan})
         return Window(means, diverged)
 
 

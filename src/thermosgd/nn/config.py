@@ -9,17 +9,19 @@ from dataclasses import dataclass
 
 from thermosgd.protocols import PROTOCOLS, make_protocol
 from thermosgd.results.schema import CHARTS, MEASUREMENTS
+from thermosgd.theory.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
 # torch loads only with the data and the device: a config, and the CLI's help, need neither
 __all__ = ["BN_EPS", "CHART_CHOICES", "DATASETS", "MEASUREMENTS", "MODEL_NAMES", "PAPER_WIDTH",
-           "TrainConfig", "resolve_device"]
+           "TrainConfig", "optimizer_protocols", "resolve_device"]
 
 MODEL_NAMES = ("convnet", "resnet18")
 DATASETS = ("cifar10", "cifar100", "digits")
 PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
 BN_EPS = 1e-5  # PyTorch's default, as in the paper's code; see nn.models.build_model
 CHART_CHOICES = ("both", *CHARTS)  # entropy charts a run records at each log point
-_FLOATS = ("learning_rate", "weight_decay", "radius", "label_noise", "bn_eps")
+_FLOATS = ("learning_rate", "weight_decay", "radius", "label_noise", "bn_eps", "momentum",
+           "beta2", "eps")
 _INTS = ("width", "samples_per_class", "image_size", "iterations", "batch_size", "seed",
          "init_seed", "head_seed", "queue_size", "queue_every", "log_every", "log_linear_until",
          "log_points", "stationary_logs", "measure_passes")
@@ -58,6 +60,10 @@ class TrainConfig:
     chart: str = "both"  # entropy chart(s) recorded: "both", "aligned" (ours) or "raw" (paper's)
     measurement: str = "thermosgd"  # log-point conventions: "thermosgd" or "paper" (nn.measure)
     device: str = "auto"  # "cpu", "cuda", "cuda:1", ...; "auto" takes CUDA when present
+    optimizer: str = "sgd"  # "sgd", "momentum", "nesterov" or "adamw" (torch.optim semantics)
+    momentum: float | None = None  # beta (momentum, nesterov) or AdamW's beta1; None = 0.9
+    beta2: float | None = None  # AdamW's second-moment decay; None = 0.999 (torch's)
+    eps: float | None = None  # AdamW's eps added to sqrt(v_hat); None = 1e-8 (torch's)
 
     def __post_init__(self):
         for name in _FLOATS:  # NumPy scalars and ints are numbers too; stored as floats
@@ -115,6 +121,32 @@ class TrainConfig:
         if not (isinstance(self.label_noise, (int, float)) and 0 <= self.label_noise <= 1):
             raise ValueError(f"label noise (--label-noise) must be a fraction in [0, 1], got "
                              f"{self.label_noise!r}")
+        self._resolve_optimizer()
+
+    def _resolve_optimizer(self):
+        """Fill the optimizer's defaults (torch's) and refuse what the protocol cannot take.
+        Plain SGD keeps momentum, beta2 and eps None, so runs written before the optimizer
+        fields existed compare equal to today's."""
+        allowed = optimizer_protocols(self.protocol)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of "
+                             f"{', '.join(OPTIMIZERS)}")
+        if self.optimizer not in allowed:
+            raise ValueError(f"the {self.protocol} protocol takes the optimizer(s) "
+                             f"{', '.join(allowed)}, not {self.optimizer}")
+        if self.optimizer == "sgd" and self.momentum in (0, 0.0):
+            object.__setattr__(self, "momentum", None)  # SGD's momentum 0 is no momentum
+        opt = make_optimizer(self.optimizer, self.momentum, self.beta2, self.eps)
+        if self.optimizer != "sgd":
+            object.__setattr__(self, "momentum", opt.momentum)
+        if opt.adaptive:
+            object.__setattr__(self, "beta2", opt.beta2)
+            object.__setattr__(self, "eps", opt.eps)
+
+    @property
+    def optimizer_record(self) -> Optimizer:
+        """The optimizer as the theory sees it (``thermosgd.theory.optimizers``)."""
+        return make_optimizer(self.optimizer, self.momentum, self.beta2, self.eps)
 
     @property
     def hyperparameters(self) -> tuple[float, float]:
@@ -132,6 +164,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def optimizer_protocols(protocol: str) -> tuple[str, ...]:
+    """The optimizers a protocol takes. Fixed LR: all. Fixed ELR: SGD and the two momenta
+    (eta = eta_eff ||w||^2 at every step; AdamW's step does not scale with ||w||^2). Fixed
+    sphere: SGD only (projecting a momentum buffer's step back onto the sphere is a different
+    algorithm, without a derivation here)."""
+    return {"fixed-lr": OPTIMIZERS, "fixed-elr": ("sgd", "momentum", "nesterov"),
+            "fixed-sphere": ("sgd",)}.get(protocol, OPTIMIZERS)
 
 
 def _choice(name, value, options):

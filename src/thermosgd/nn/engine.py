@@ -35,6 +35,7 @@ from thermosgd.nn.accumulate import SnapshotQueue, WindowSums
 from thermosgd.nn.config import TrainConfig
 from thermosgd.nn.data import Dataset
 from thermosgd.nn.models import build_model, scale_invariant_parameters
+from thermosgd.nn.optim import BatchedOptimizer
 from thermosgd.protocols import make_protocol
 from thermosgd.results.rundir import load_checkpoint, save_checkpoint
 from thermosgd.results.schema import CHARTS
@@ -43,11 +44,13 @@ __all__ = ["MECHANISMS", "SHARED_FIELDS", "Engine"]
 
 MECHANISMS = ("auto", "loop", "vmap")
 
-# fields every configuration of one engine must share (the rest: lr, wd, radius, seed may differ)
+# fields every configuration of one engine must share (the rest: lr, wd, radius, seed and the
+# optimizer's momentum, beta2, eps may differ)
 SHARED_FIELDS = ("protocol", "model", "width", "dataset", "samples_per_class", "image_size",
                  "label_noise", "iterations", "batch_size", "init_seed", "head_seed", "bn_eps",
                  "queue_size", "queue_every", "log_every", "log_linear_until", "log_points",
-                 "stationary_logs", "measure_passes", "chart", "measurement", "device")
+                 "stationary_logs", "measure_passes", "chart", "measurement", "device",
+                 "optimizer")
 
 _CHUNK = 1000  # steps of mini-batch indices drawn at once, (chunk, G, B) int64 on the device
 
@@ -107,6 +110,9 @@ class Engine:
         if mechanism == "auto":
             mechanism = "loop" if self.device.type == "cpu" or len(configs) == 1 else "vmap"
         self.mechanism = mechanism
+        # momentum and AdamW keep (G, d) state beside W; plain SGD is the protocol's own update
+        self.optimizer = (None if cfg.optimizer == "sgd" else BatchedOptimizer(
+            [c.optimizer_record for c in configs], self.protocols, self.weights))
         self._bind()
         self._open_window()
         if mechanism == "vmap":
@@ -211,7 +217,10 @@ class Engine:
             for idx in batches:
                 g, loss = self._gradients(idx)  # (G, d), (G,)
                 self._sums.add(self.weights, g, loss)
-                self.weights.copy_(proto.step(self.weights, g))
+                new = (proto.step(self.weights, g) if self.optimizer is None
+                       else self.optimizer.step(self.weights, g))  # (G, d)
+                self._sums.rotate(self.weights, new)
+                self.weights.copy_(new)
                 self.iteration += 1
                 self.queue.push(self.weights, self.iteration)
                 if bar is not None:
@@ -244,6 +253,8 @@ class Engine:
         self.weights = self.weights.index_select(0, rows)
         self.buffers = {n: b.index_select(0, rows) for n, b in self.buffers.items()}
         self.queue.select(rows)
+        if self.optimizer is not None:
+            self.optimizer.select(rows)
         self.windows = [w for k, w in enumerate(self.windows) if k != j]
         self.modules.pop(j)
         if self.modules:
@@ -279,8 +290,11 @@ class Engine:
         missing = [(math.nan, math.nan)] * len(self.active)
         aligned, raw = (self.queue.entropies(self.iteration, align=chart == "aligned")
                         if chart in cfg.charts else missing for chart in CHARTS)
+        c = None if self.optimizer is None else self.optimizer.preconditioner()
+        c = [None] * len(self.active) if c is None else c.cpu().tolist()  # log point: a sync
         return [measure.log_row(self.protocols[i], self.d, self.iteration, stats[j], test[j],
-                                self.windows[j], aligned[j], raw[j])
+                                self.windows[j], aligned[j], raw[j],
+                                optimizer=self.configs[i].optimizer_record, preconditioner=c[j])
                 for j, i in enumerate(self.active)]
 
     def _norms2(self) -> torch.Tensor:
@@ -340,7 +354,9 @@ class Engine:
                             buffers={n: t[j] for n, t in self.buffers.items()},
                             generator_state=self.generators[i].get_state(),
                             queue=self.queue.data[j], rows=self.rows[i],
-                            seconds=self.seconds[i])
+                            seconds=self.seconds[i],
+                            optimizer_state=(None if self.optimizer is None
+                                             else self.optimizer.row_state(j)))
 
     def load(self, outs) -> None:
         """Resume from the checkpoints in ``outs`` (None or no checkpoint: from the start).
@@ -360,6 +376,11 @@ class Engine:
                     self.buffers[n][i].copy_(t)
                 self.queue.data[i, : state["queue"].shape[0]].copy_(state["queue"])
             self.generators[i].set_state(state["generator"])
+            if self.optimizer is not None:  # a checkpoint without it is an SGD run's
+                if "optimizer" not in state:
+                    raise ValueError(f"{out / 'checkpoint.pt'} holds no {self.optimizer.name} "
+                                     "state (an SGD run's checkpoint); use a new --out")
+                self.optimizer.load_row(i, state["optimizer"])
             self.rows[i] = state["rows"]
             self.seconds[i] = state["seconds"]
         if len(iterations) != 1:

@@ -55,6 +55,7 @@ __all__ = [
     "log_row",
     "log_schedule",
     "measure_seed",
+    "optimizer_columns",
     "paper_gradient_statistics",
     "queue_entropy",
     "state_columns",
@@ -316,6 +317,61 @@ def state_columns(protocol, d: int, *, radius, trace_cov, full_grad_norm2, stoch
     return cols
 
 
+def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_grad_norm2,
+                      stoch_grad_norm2, angular_update, preconditioner=None) -> dict:
+    """The optimizer's theory at one log point (``thermosgd.theory.optimizers``).
+
+    Always: the measured angle per step and its equilibrium prediction (heavy ball
+    sqrt(2 eta lambda / (1 + beta)), Wan et al. 2021; AdamW Kosson et al. 2024), with the
+    per-step eta (eta_eff r^2 at fixed ELR, r measured); the fixed sphere has no prediction
+    here. For momentum and AdamW also T, p and the three radii of :func:`state_columns` with
+    eta -> eta' and lambda -> lambda': the SDE radius from Tr Sigma, the discrete-step ones
+    from Q = Tr Sigma + w ||grad L||^2 (w: ``theory.discrete_gradient_weight``, 1 = appendix G,
+    (1 - beta) / (1 + beta) for heavy ball), taken from the running mean of
+    ||grad L_B(w_bar)||^2 less (1 - w) ||grad L||^2 of the log point, and from the log point's
+    Tr Sigma + w ||grad L||^2.
+    AdamW's T and p use the measured preconditioner c = mean sqrt(v_hat) + eps
+    (``preconditioner``); its radius assumes the noise spread over the coordinates.
+    """
+    from thermosgd.theory import optimizers as opt_theory
+
+    rate, other = float(protocol.rate), float(protocol.weight_decay_or_radius)
+    cols = {"angular_update": angular_update, "angular_update_theory": math.nan,
+            "preconditioner": math.nan if preconditioner is None else float(preconditioner)}
+    if protocol.name == "fixed-sphere":
+        return cols
+    eta = rate if protocol.name == "fixed-lr" else rate * radius**2  # per-step eta
+    cols["angular_update_theory"] = float(opt_theory.optimizer_angular_update(
+        optimizer, eta, other))
+    if optimizer.name == "sgd":
+        return cols  # the protocol's own columns (state_columns) stay as they were
+    sigma2 = trace_cov / (d - 1)
+    if protocol.name == "fixed-lr":
+        def predicted(q):
+            return float(opt_theory.optimizer_radius_fixed_lr(optimizer, rate, other, q, d))
+    else:
+        def predicted(q):
+            return float(opt_theory.optimizer_radius_fixed_elr(optimizer, rate, other, q))
+    weight = opt_theory.discrete_gradient_weight(optimizer)
+    c = preconditioner
+    if optimizer.adaptive:
+        c = c if c is not None else float(opt_theory.adamw_preconditioner(
+            trace_cov, radius, d, optimizer.eps))
+        temperature = opt_theory.optimizer_temperature(optimizer, eta, radius, sigma2, c)
+    elif protocol.name == "fixed-lr":  # eq. 20 with eta -> eta / (1 - beta), as for SGD
+        temperature = opt_theory.optimizer_temperature_fixed_lr(optimizer, rate, other, sigma2, d)
+    else:  # eta_eff' sigma^2 / 2 (eq. 11 with eta_eff -> eta_eff / (1 - beta))
+        temperature = opt_theory.optimizer_temperature(optimizer, eta, radius, sigma2)
+    return cols | {
+        "temperature": float(temperature),
+        "pressure": float(opt_theory.optimizer_pressure(optimizer, other, c)),
+        "radius_theory": predicted(trace_cov),
+        "radius_theory_corrected": predicted(stoch_grad_norm2 - (1 - weight) * full_grad_norm2),
+        "radius_theory_corrected_logpoint": predicted(trace_cov + weight * full_grad_norm2),
+        # appendix G's SGD form, Tr Sigma + ||grad L||^2 from the running mean, for comparison
+        "radius_theory_corrected_sgd_form": predicted(stoch_grad_norm2)}
+
+
 def measure_seed(seed: int, iteration: int) -> int:
     """Seed of the measurement pass's permutation at a log point: its own stream, so measuring
     never perturbs the mini-batch stream."""
@@ -323,12 +379,15 @@ def measure_seed(seed: int, iteration: int) -> int:
 
 
 def log_row(protocol, d: int, iteration: int, stats: dict, test: tuple, window: dict,
-            entropies: tuple, raw_entropies: tuple = (math.nan, math.nan)) -> dict:
+            entropies: tuple, raw_entropies: tuple = (math.nan, math.nan), *, optimizer=None,
+            preconditioner=None) -> dict:
     """One metrics row: ``schema.METRIC_COLUMNS`` first, then the extras.
 
     ``stats``: :func:`gradient_statistics`'s dict; ``test``: (loss, accuracy); ``window``: the
     window means of ``accumulate.WindowSums``; ``entropies`` and ``raw_entropies``: (sphere,
-    total) in the aligned and in the paper's raw chart (eq. 26-28; NaN where not recorded)."""
+    total) in the aligned and in the paper's raw chart (eq. 26-28; NaN where not recorded);
+    ``optimizer``: the run's ``theory.optimizers.Optimizer`` (None: plain SGD), whose theory
+    replaces the protocol's (:func:`optimizer_columns`); ``preconditioner``: AdamW's c."""
     row = {"iteration": iteration, **stats, "test_loss": test[0], "test_acc": test[1], **window,
            "entropy_sphere": entropies[0], "entropy": entropies[1],
            "entropy_sphere_raw": raw_entropies[0], "entropy_raw": raw_entropies[1]}
@@ -336,5 +395,13 @@ def log_row(protocol, d: int, iteration: int, stats: dict, test: tuple, window: 
         protocol, d, radius=stats["radius"], trace_cov=stats["trace_cov"],
         full_grad_norm2=stats["full_grad_norm2"], stoch_grad_norm2=window["stoch_grad_norm2"],
         lambda_eff=window["lambda_eff"])
+    if optimizer is not None or "angular_update" in window:
+        from thermosgd.theory.optimizers import Optimizer
+
+        row |= optimizer_columns(
+            protocol, optimizer or Optimizer(), d, radius=stats["radius"],
+            trace_cov=stats["trace_cov"], full_grad_norm2=stats["full_grad_norm2"],
+            stoch_grad_norm2=window["stoch_grad_norm2"],
+            angular_update=window.get("angular_update", math.nan), preconditioner=preconditioner)
     first = list(METRIC_COLUMNS)
     return {k: row[k] for k in first} | {k: v for k, v in row.items() if k not in first}

@@ -226,10 +226,12 @@ def problem(out: Path) -> str | None:
 
 
 def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_state, queue, rows,
-                    seconds) -> None:
+                    seconds, optimizer_state: dict | None = None) -> None:
     """Everything a resumed run needs to continue bit for bit; ``queue`` (N, d) is cut to the
-    snapshots taken so far. The new file is loaded back before it replaces the old one, and
-    the old one is kept as ``checkpoint.prev.pt``: a damaged write never costs the run."""
+    snapshots taken so far; ``optimizer_state``: momentum buffers or AdamW's moments and step
+    count (None for plain SGD, which has none: older checkpoints lack the key). The new file is
+    loaded back before it replaces the old one, and the old one is kept as
+    ``checkpoint.prev.pt``: a damaged write never costs the run."""
     import torch
 
     path = Path(path)
@@ -244,6 +246,8 @@ def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_stat
         "seconds": seconds,
         "config": config.to_dict(),
     }
+    if optimizer_state is not None:
+        state["optimizer"] = optimizer_state
 
     def write(tmp):
         torch.save(state, tmp)

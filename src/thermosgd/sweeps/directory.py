@@ -16,7 +16,7 @@ import pandas as pd
 from thermosgd.results import io as _io
 from thermosgd.results import rundir as _rundir
 from thermosgd.results.lock import OwnerLock
-from thermosgd.results.schema import ARCHITECTURES, architecture_of
+from thermosgd.results.schema import ARCHITECTURES, OPTIMIZER_COLUMNS, architecture_of
 from thermosgd.sweeps.grid import Sweep
 
 __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "run_name",
@@ -27,13 +27,17 @@ LEGACY_GRID_KIND = "train-grid"  # thermosgd 0.1's `train` grids, read as sweeps
 STATES = ("finished", "diverged", "running", "interrupted", "pending", "damaged")
 # the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
 HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
+# beside them, results.schema.OPTIMIZER_COLUMNS: the optimizer on the scale-invariant weights
+# (plain SGD: "sgd", momentum 0, no beta2 / eps)
 
 
 def run_name(config) -> str:
-    """A run's directory name: protocol, rate, lambda or r, seed."""
+    """A run's directory name: protocol, the optimizer and its momentum (not for plain SGD),
+    rate, lambda or r, seed."""
     second = (f"r{config.radius:g}" if config.protocol == "fixed-sphere"
               else f"wd{config.weight_decay:g}")
-    return f"{config.protocol}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
+    optimizer = "" if config.optimizer == "sgd" else f"_{config.optimizer}{config.momentum:g}"
+    return f"{config.protocol}{optimizer}_lr{config.learning_rate:g}_{second}_seed{config.seed}"
 
 
 def run_dir(out: Path, name: str) -> Path:
@@ -185,11 +189,13 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         hyper = {"run": name, "protocol": config.protocol,
                  "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                  "sphere_radius": config.radius, "seed": config.seed}
+        optimizer = {"optimizer": config.optimizer, "momentum": config.momentum or 0.0,
+                     "beta2": config.beta2, "eps": config.eps}
         state = run_state(out, name)
         run = run_dir(out, name)
         # what a run not yet written would use: this thermosgd's network and the sweep's options
         row = hyper | {"status": state, "architecture": ARCHITECTURES[config.model],
-                       "chart": config.chart, "measurement": config.measurement}
+                       "chart": config.chart, "measurement": config.measurement} | optimizer
         try:
             if state in ("finished", "diverged"):
                 row |= _summary_row(run / "summary.json")
@@ -197,10 +203,10 @@ def gather(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 metrics = _read_metrics(run / "metrics.parquet", finished=state in (
                     "finished", "diverged"))
                 if metrics is not None:
-                    logs.append(metrics.assign(**{k: hyper[k] for k in HYPER_COLUMNS})[
-                        list(HYPER_COLUMNS) + list(metrics.columns)])
+                    logs.append(metrics.assign(**hyper, **optimizer)[
+                        list(HYPER_COLUMNS) + list(OPTIMIZER_COLUMNS) + list(metrics.columns)])
         except ValueError as err:  # damage the cheap checks of run_state could not see
-            row = hyper | {"status": "damaged", "problem": str(err)}
+            row = hyper | optimizer | {"status": "damaged", "problem": str(err)}
         if row["status"] == "damaged" and "problem" not in row:
             row["problem"] = run_problem(out, name)
         rows.append(row)

@@ -46,12 +46,15 @@ class Sweep:
     weight_decays: tuple[float, ...] = ()  # lambda, the pressure (fixed LR, fixed ELR)
     radii: tuple[float, ...] = ()  # r, the sphere's radius (fixed sphere)
     seeds: tuple[int, ...] = (0,)  # mini-batch streams
+    momenta: tuple[float, ...] = ()  # beta (or AdamW's beta1) as a grid axis; () = train's
     train: dict = field(default_factory=dict)  # any other TrainConfig field, e.g. log_every
     description: str = ""
 
     def __post_init__(self):
-        for axis in ("learning_rates", "weight_decays", "radii", "seeds"):
+        for axis in ("learning_rates", "weight_decays", "radii", "seeds", "momenta"):
             object.__setattr__(self, axis, tuple(getattr(self, axis)))
+        if len(set(self.momenta)) != len(self.momenta):
+            raise ValueError(f"sweep {self.name!r}: the momenta grid repeats a value")
         sphere = self.protocol == "fixed-sphere"
         own, other = ("radii", "weight_decays") if sphere else ("weight_decays", "radii")
         if getattr(self, other):
@@ -75,8 +78,9 @@ class Sweep:
                              f"{', '.join(sorted(unknown))}; choose from {', '.join(sorted(allowed))}")
         for rate in self.learning_rates:  # every grid value goes through TrainConfig's checks
             for value in self.weight_decays_or_radii:
-                self._config(rate, value, self.seeds[0], data=None, scale=1.0, device="cpu",
-                             check_data=False)
+                for beta in self._momenta:
+                    self._config(rate, value, self.seeds[0], data=None, scale=1.0, device="cpu",
+                                 check_data=False, momentum=beta)
 
     @classmethod
     def from_dict(cls, record: dict) -> "Sweep":
@@ -95,20 +99,27 @@ class Sweep:
         return self.radii if self.protocol == "fixed-sphere" else self.weight_decays
 
     @property
+    def _momenta(self) -> tuple:
+        """The momentum axis, or (None,): the training options' momentum (or none)."""
+        return self.momenta or (None,)
+
+    @property
     def size(self) -> int:
-        return len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
+        return (len(self.learning_rates) * len(self.weight_decays_or_radii) * len(self.seeds)
+                * len(self._momenta))
 
     def configs(self, *, data: str | None = None, scale: float = 1.0, device: str = "auto"):
-        """The grid's TrainConfigs, learning rates outermost. ``scale`` multiplies the run
+        """The grid's TrainConfigs, momenta outermost, then learning rates. ``scale`` multiplies the run
         length: the iterations, the linear log spacing and the snapshot spacing (the shape of the
         log schedule and the queue are kept), for trial runs."""
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"--scale must be positive, got {scale}")
-        return [self._config(r, s, seed, data=data, scale=scale, device=device)
-                for r in self.learning_rates for s in self.weight_decays_or_radii
-                for seed in self.seeds]
+        return [self._config(r, s, seed, data=data, scale=scale, device=device, momentum=beta)
+                for beta in self._momenta for r in self.learning_rates
+                for s in self.weight_decays_or_radii for seed in self.seeds]
 
-    def _config(self, rate, value, seed, *, data, scale, device, check_data=True):
+    def _config(self, rate, value, seed, *, data, scale, device, check_data=True,
+                momentum=None):
         from thermosgd.nn.config import TrainConfig
 
         base = TrainConfig(protocol="fixed-lr", learning_rate=1.0, weight_decay=1.0)
@@ -120,6 +131,8 @@ class Sweep:
         opts.update(iterations=max(1, round(self.iterations * scale)),
                     log_every=scaled("log_every", 1), queue_every=scaled("queue_every", 1),
                     log_linear_until=scaled("log_linear_until", 0))
+        if momentum is not None:
+            opts["momentum"] = momentum
         if self.dataset != "digits" and not check_data:
             data = data or "unchecked"  # grid checks only; the real path comes at run time
         key = "radius" if self.protocol == "fixed-sphere" else "weight_decay"
@@ -129,8 +142,9 @@ class Sweep:
                                learning_rate=float(rate), seed=int(seed), device=device,
                                **{key: float(value)}, **opts)
         except ValueError as err:
-            raise ValueError(f"sweep {self.name!r}, grid point ({rate:g}, {value:g}): {err}") \
-                from None
+            where = "" if momentum is None else f", momentum {momentum:g}"
+            raise ValueError(f"sweep {self.name!r}, grid point ({rate:g}, {value:g}{where}): "
+                             f"{err}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,7 +243,7 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
     if not isinstance(model, str):
         raise ValueError(f"{where}: model must be a string, got {model!r}")
     known = {"name", "width", "dataset", "iterations", "queue_size", "seeds", "train",
-             "description", "learning_rates", other_key}
+             "description", "learning_rates", other_key, "momenta"}
     extra = set(table) - known
     if extra:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; "
@@ -255,6 +269,7 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
                  learning_rates=_axis(table["learning_rates"], "learning_rates", where),
                  **{other_key: _axis(table[other_key], other_key, where)},
                  seeds=tuple(table.get("seeds", (0,))), train=table.get("train", {}),
+                 momenta=_axis(table["momenta"], "momenta", where) if "momenta" in table else (),
                  description=table.get("description", f"custom grid from {where}"))
 
 
@@ -282,7 +297,7 @@ def sweep_from_options(spec: str | None = None, *, name: str | None = None,
     ``spec``, the grid the options give (``protocol``, ``learning_rates`` and ``weight_decays``
     or ``radii``). Options left None are not given; ``train`` holds other TrainConfig fields."""
     options = {k: v for k, v in options.items() if v is not None}
-    for axis in ("learning_rates", "weight_decays", "radii", "seeds"):
+    for axis in ("learning_rates", "weight_decays", "radii", "seeds", "momenta"):
         if axis in options:
             options[axis] = tuple(options[axis])
     if "weight_decays" in options and "radii" in options:

@@ -42,6 +42,23 @@ the discrete-step correction of appendix G, eq. 117-121):
   noise (Kosson et al., 2024). The unit-sphere step is eta / (r^2 c) per unit of gradient, so
   T = eta sigma^2 / (2 r^2 c); pV = RT then holds with the effective pressure p = lambda c =
   lambda (mean sqrt(v_hat) + eps), not with lambda.
+* Discrete steps under heavy-ball momentum (appendix G's correction, derived here). For SGD
+  the norm balance 2 eta lambda r^2 = eta^2 E||g_B||^2 is exact per step and gives
+  Q = Tr Sigma + E||grad L||^2 (eq. 117-121). Under heavy ball the step u = -eta b is correlated
+  over ~1 / (1 - beta) steps; with w.g = 0 (scale invariance) and u_t - beta u_(t-1) =
+  -eta (g_t + lambda w_t), the norm balance is still exact: (1 + beta) E||u||^2 = 2 eta lambda
+  E||w||^2, which is also where the angle sqrt(2 eta lambda / (1 + beta)) comes from. E||u||^2
+  depends on the time correlations of g. Along a transverse direction of curvature h with noise
+  variance s^2, x_(t+1) = (1 + beta - eta h) x_t - beta x_(t-1) - eta xi_t is an AR(2) process
+  whose stationary moments give, exactly for any stable eta h,
+  (1 - beta^2) E u^2 / eta^2 = 2 (1 + beta) s^2 / (2 (1 + beta) - eta h) and
+  E (h x)^2 = eta h s^2 (1 + beta) / ((1 - beta) (2 (1 + beta) - eta h)), so that
+  (1 - beta^2) E u^2 / eta^2 = s^2 + (1 - beta) / (1 + beta) E (h x)^2.
+  Summed over directions: r*^4 = eta' (Tr Sigma + w E||grad L||^2) / (2 lambda) with the weight
+  w = (1 - beta) / (1 + beta) (:func:`discrete_gradient_weight`); at beta = 0 it is appendix G.
+  The full-batch gradient is a restoring force, anti-correlated with the noise that displaced
+  the weights, so momentum's buffer cancels most of it: at beta = 0.9, w = 1/19. Nesterov's
+  and AdamW's weights are not derived here (1, appendix G's form, is used).
 * Entropy slopes. On the low-temperature VMF gas S = (d - 1) log r + (d - 1)/2 log T + const
   (eq. 28-30), so the slopes in (log eta, log lambda) follow from those of r* and T. SGD and
   momentum give ((d-1)/2, 0) (eq. 29) and the fixed-LR Maxwell target (d - 1)/2 (eq. 23);
@@ -100,6 +117,7 @@ __all__ = [
     "optimizer_effective_pressure_sphere",
     "sphere_pressure_rate",
     "step_variance_factor",
+    "discrete_gradient_weight",
     "optimizer_entropy_slopes_fixed_lr",
     "optimizer_maxwell_target_fixed_lr",
     "optimizer_maxwell_target_fixed_elr",
@@ -317,6 +335,17 @@ def optimizer_temperature_fixed_lr(optimizer: Optimizer, learning_rate, weight_d
     c = adamw_preconditioner(q + full_grad_norm2, r, d, optimizer.eps) if optimizer.adaptive \
         else None
     return optimizer_temperature(optimizer, learning_rate, r, sigma2, c)
+
+
+def discrete_gradient_weight(optimizer: Optimizer) -> float:
+    """Weight of E||grad L(w_bar)||^2 in the discrete-step Q = Tr Sigma + w E||grad L||^2.
+
+    SGD 1 (appendix G, eq. 117-121); heavy ball (1 - beta) / (1 + beta) (module doc, exact for a
+    locally quadratic loss); Nesterov and AdamW 1 (appendix G's form; not derived here).
+    """
+    if optimizer.name == "momentum":
+        return (1.0 - optimizer.momentum) / (1.0 + optimizer.momentum)
+    return 1.0
 
 
 def optimizer_angular_update(optimizer: Optimizer, learning_rate, weight_decay):
