@@ -41,7 +41,7 @@ def digits():
     return x, torch.tensor(data.target)
 
 
-def train(model, optimizer, x, y, *, steps, batch_size=64, seed=0):
+def train(model, optimizer, x, y, *, steps, batch_size=32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
@@ -55,13 +55,13 @@ def train(model, optimizer, x, y, *, steps, batch_size=64, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/digits")
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--every", type=int, default=10)
     args = parser.parse_args(argv)
     x, y = digits()
     runs = {
-        "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
-        "adamw": lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.5),
+        "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-3),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=4e-3, weight_decay=0.5),
     }
     for name, make in runs.items():
         torch.manual_seed(0)

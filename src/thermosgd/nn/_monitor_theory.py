@@ -48,7 +48,7 @@ from thermosgd.theory.optimizers import (
 
 __all__ = ["REGIMES", "classify", "state_table"]
 
-REGIMES = ("equilibrium", "relaxing", "converging", "collapsing")
+REGIMES = ("equilibrium", "relaxing", "converging", "collapsing", "idle")
 EQUILIBRIUM_BAND = 0.1  # |log(r / r*)| below this: at equilibrium (10 % in norm)
 TREND_T = -3.0  # a fall is significant when its regression slope's t-statistic is below this
 TREND_FALL = 0.1  # ... and it amounts to more than 10 % across the window
@@ -157,7 +157,9 @@ def classify(steps, norm, trace_cov, distance, angle_ratio) -> list[str]:
     - converging: Tr Sigma falls significantly while the norm sits above its prediction: the
       noise dies out and SGD converges like full-batch GD (appendix H);
     - equilibrium: |log(r / r*)| < 0.1 against the appendix-G radius;
-    - relaxing: none of these (on its way, at the relaxation time of the norm balance).
+    - relaxing: none of these (on its way, at the relaxation time of the norm balance);
+    - idle: no gradient reached the group in the last noise window (r* = 0: a dead channel
+      that weight decay alone shrinks).
     """
     last = np.asarray(distance, float)[-1]
     t_norm, fall_norm = _trend(steps, np.log(np.maximum(norm, 1e-300)))
@@ -169,4 +171,5 @@ def classify(steps, norm, trace_cov, distance, angle_ratio) -> list[str]:
         near = np.abs(last) < EQUILIBRIUM_BAND
     out = np.where(collapsing, "collapsing", np.where(
         converging, "converging", np.where(near, "equilibrium", "relaxing")))
-    return np.where(np.isfinite(last), out, "").tolist()
+    out = np.where(last == np.inf, "idle", np.where(np.isfinite(last), out, ""))
+    return out.tolist()

@@ -361,7 +361,8 @@ class Monitor:
 
     def _check_orthogonal(self, names, cosine) -> None:
         """P2: grad L(w) . w = 0 for a scale-invariant w; a group that breaks it is named."""
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():  # a group without gradient (a dead channel): no cosine
+            warnings.simplefilter("ignore", RuntimeWarning)
             typical = np.nanmedian(np.abs(cosine), axis=0) if cosine.size else []
         for name, c in zip(names, typical):
             if c > COSINE_TOLERANCE and name not in self._unconfirmed:

@@ -56,7 +56,7 @@ FIGURES = (
                fig_radius_theories,
                _grid(_has("radius_theory_corrected", "lambda_eff_theory_corrected"))),
     FigureSpec("learning_curves", "learning curves (paper Figure 13)", fig_learning_curves,
-               lambda a: a.metrics is not None and "train_loss" in a.metrics
+               lambda a: a.metrics is not None and "iteration" in a.metrics
                and len(a.metrics) > 0),
     FigureSpec("monitor", "each scale-invariant group's norm and angle per step against the "
                "predicted equilibrium, the groups' temperatures and Z = pV/(RT)", fig_monitor,

@@ -10,6 +10,8 @@ have if its groups moved independently; the end-state panels show every group.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -37,12 +39,17 @@ def per_layer(metrics: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+SMOOTH = 5  # logs in the centred rolling mean drawn over the steps (one log's noise window
+# holds a few steps: its Tr Sigma, hence r*, scatters from log to log)
+
+
 def _over_steps(ax, layers, column, theory, ylabel):
     for k, (layer, rows) in enumerate(layers.groupby("layer", sort=False)):
         color = _CMAP(k % 10)
-        ax.plot(rows["step"], rows[column], "-", color=color, lw=1.2, label=layer)
+        smooth = rows.rolling(SMOOTH, center=True, min_periods=1)
+        ax.plot(rows["step"], smooth[column].mean(), "-", color=color, lw=1.2, label=layer)
         if theory is not None:
-            ax.plot(rows["step"], rows[theory], "--", color=color, lw=1)
+            ax.plot(rows["step"], smooth[theory].mean(), "--", color=color, lw=1)
     ax.set(xlabel="step", ylabel=ylabel, yscale="log")
 
 
@@ -78,6 +85,8 @@ def fig_monitor(analysis, *, fig: Figure | None = None) -> Figure:
     _end_state(axes[5], table, "angular_update", "angular_update_theory", "angle per step")
     if len(layers):
         axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{analysis.name}: each scale-invariant group against its equilibrium "
-                 "(last panels: mean over the last logs)")
+    name = Path(analysis.figure_dir).parent.name if analysis.figure_dir else analysis.name
+    fig.suptitle(f"{name}: each scale-invariant group against its equilibrium "
+                 f"(over the steps: rolling mean of {SMOOTH} logs; last panels: the stationary "
+                 "state of every group)")
     return fig

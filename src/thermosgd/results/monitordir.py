@@ -11,6 +11,7 @@ atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +26,8 @@ __all__ = ["KIND", "claim", "read_config", "read_metrics", "read_summary", "writ
 
 KIND = "monitor"
 _PARTS = "metrics"
+# the git revision takes two subprocesses: asked once per process, not at every summary
+_provenance = functools.cache(io.provenance)
 
 
 def claim(out, settings: dict, *, overwrite: bool = False) -> Path:
@@ -45,7 +48,7 @@ def claim(out, settings: dict, *, overwrite: bool = False) -> Path:
 
 
 def write_config(out, record: dict) -> None:
-    io.write_json(Path(out) / "config.json", record | io.provenance())
+    io.write_json(Path(out) / "config.json", record | _provenance())
 
 
 def write_part(out, index: int, table: pd.DataFrame) -> Path:
@@ -56,7 +59,7 @@ def write_part(out, index: int, table: pd.DataFrame) -> Path:
 
 
 def write_summary(out, summary: dict) -> None:
-    io.write_json(Path(out) / "summary.json", summary | io.provenance())
+    io.write_json(Path(out) / "summary.json", summary | _provenance())
 
 
 def read_metrics(out) -> pd.DataFrame:
