@@ -324,3 +324,18 @@ def test_public_name_is_lazy():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "Monitor" in dir(thermosgd)
+
+
+def test_regimes_on_synthetic_histories():
+    from thermosgd.nn._monitor_theory import classify
+
+    steps, ones = np.arange(20) * 10.0, np.ones((20, 1))
+    shrinking = np.exp(-0.02 * np.arange(20))[:, None]
+    assert classify(steps, ones, ones, 0 * ones, ones) == ["equilibrium"]
+    assert classify(steps, ones, ones, np.full((20, 1), np.inf), ones) == ["idle"]
+    assert classify(steps, ones, ones, np.full((20, 1), np.nan), ones) == [""]
+    # the norm falls 32 % over the window while the angle exceeds its equilibrium
+    assert classify(steps, shrinking, ones, 0.3 * ones, 1.5 * ones) == ["collapsing"]
+    # Tr Sigma falls 61 % with the norm above its prediction: appendix H
+    assert classify(steps, ones, shrinking**2.5, 0.3 * ones, ones) == ["converging"]
+    assert classify(steps, ones, ones, 0.3 * ones, ones) == ["relaxing"]

@@ -34,6 +34,8 @@ dx = -2 eta lambda x + eta^2 d (eps -> 0), which relaxes at rate 2 eta lambda.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from thermosgd import theory
@@ -156,12 +158,21 @@ def classify(steps, norm, trace_cov, distance, angle_ratio) -> list[str]:
       the loss spikes of scale-invariant nets (Lobacheva et al., 2021);
     - converging: Tr Sigma falls significantly while the norm sits above its prediction: the
       noise dies out and SGD converges like full-batch GD (appendix H);
-    - equilibrium: |log(r / r*)| < 0.1 against the appendix-G radius;
+    - equilibrium: |log(r / r*)| < 0.1 against the appendix-G radius, over the window;
     - relaxing: none of these (on its way, at the relaxation time of the norm balance);
     - idle: no gradient reached the group in the last noise window (r* = 0: a dead channel
       that weight decay alone shrinks).
     """
-    last = np.asarray(distance, float)[-1]
+    norm, distance = np.asarray(norm, float), np.asarray(distance, float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a group with no prediction yet
+        # one log's r* comes from a few steps' noise: the window's balance decides (eq. 116-118),
+        # sqrt(mean r^2) against (mean r*^4)^(1/4)
+        r_star4 = np.nanmean((norm * np.exp(-distance)) ** 4, axis=0)
+        last = 0.5 * np.log(np.nanmean(norm**2, axis=0)) - 0.25 * np.log(r_star4)
+    last = np.where(distance[-1] == np.inf, np.inf, np.where(np.isfinite(distance[-1]), last,
+                                                             np.nan))
     t_norm, fall_norm = _trend(steps, np.log(np.maximum(norm, 1e-300)))
     t_noise, fall_noise = _trend(steps, np.log(np.maximum(trace_cov, 1e-300)))
     ratio = np.asarray(angle_ratio, float)[-1]
