@@ -339,3 +339,17 @@ def test_regimes_on_synthetic_histories():
     # Tr Sigma falls 61 % with the norm above its prediction: appendix H
     assert classify(steps, ones, shrinking**2.5, 0.3 * ones, ones) == ["converging"]
     assert classify(steps, ones, ones, 0.3 * ones, ones) == ["relaxing"]
+
+
+def test_entropy_of_small_groups():
+    torch.manual_seed(0)
+    model, (x, y) = BnNet(), _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-3)
+    with Monitor(model, opt, every=1, flush_every=30, entropy_queue=20, entropy_max_dim=5) as mon:
+        _train(model, opt, x, y, 30)
+    rows = monitordir.read_metrics(mon.out) if mon.out else mon.state()
+    group = rows[rows["group"] == "fc.weight[0]"]
+    assert np.isfinite(group["entropy_sphere"]).sum() == 1  # once, when the queue was full
+    s, r = float(group["entropy_sphere"].iloc[-1]), float(group["entropy"].iloc[-1])
+    assert math.isfinite(s) and math.isfinite(r)
+    assert rows[rows["group"] == "all"]["entropy"].isna().all()  # d = 15 > entropy_max_dim

@@ -16,7 +16,11 @@ over the group: v_hat = exp_avg_sq / (1 - beta2^step).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from thermosgd.entropy import sphere_entropy
+from thermosgd.theory import total_entropy
 
 __all__ = ["RAW", "DeviceStats"]
 
@@ -46,6 +50,13 @@ class DeviceStats:
         self.counted = 0  # steps in the open noise window
         self._zeros = {}
         self._w0 = None
+        self.queue, self.queue_index, self.snapshots = None, None, 0
+
+    def keep_snapshots(self, size: int, elements: torch.Tensor) -> None:
+        """Keep the last ``size`` log-step snapshots of the flat ``elements`` (E,): (N, E)."""
+        self.queue_index = elements.to(self.index.device)
+        self.queue = torch.zeros(size, len(elements), dtype=torch.float32,
+                                 device=self.index.device)
 
     def _grads(self) -> list[torch.Tensor]:
         out = []
@@ -93,7 +104,11 @@ class DeviceStats:
         ``adam``: per parameter (exp_avg_sq, bias correction 1 - beta2^step), or None.
         """
         w0, self._w0 = self._w0, None
-        u = self._flat(self.params) - w0
+        w1 = self._flat(self.params)
+        if self.queue is not None:  # a snapshot of the small groups, for their entropy
+            self.queue[self.snapshots % self.queue.shape[0]].copy_(w1[self.queue_index])
+            self.snapshots += 1
+        u = w1 - w0
         self._add(slot, slice(_R["uu"], _R["uw"] + 1), torch.stack([u * u, u * w0]))
         self.buffer[slot, _R["s1s1"]:_R["n"] + 1].copy_(self.noise)
         if adam is not None:
@@ -104,3 +119,17 @@ class DeviceStats:
         """The first ``logs`` slots on the host (logs, RAW, groups): the flush's one sync."""
         # flush point: the one device-to-host copy (a copy on the CPU too: the slots are reused)
         return self.buffer[:logs].to("cpu", copy=True).numpy()
+
+    def entropies(self, groups, logs: int, columns: int) -> dict:
+        """Sphere and total entropy (eq. 26-28) of each small group's snapshots, on the flush's
+        last log once the queue is full (NaN elsewhere); ``groups``: (column, slice of the
+        queue). Host syncs: a flush point."""
+        out = {k: np.full((logs, columns), np.nan) for k in ("entropy_sphere", "entropy")}
+        if self.queue is not None and self.snapshots >= self.queue.shape[0]:
+            for k, part in groups:
+                sample = self.queue[:, part]  # (N, d_g)
+                s = float(sphere_entropy(sample))
+                radius = float(sample.double().norm(dim=1).mean())
+                out["entropy_sphere"][-1, k] = s
+                out["entropy"][-1, k] = float(total_entropy(s, radius, sample.shape[1]))
+        return {k: v.reshape(-1) for k, v in out.items()}

@@ -189,6 +189,15 @@ class Monitor:
         self._stats = DeviceStats(self._params, element.to(device), count, self.flush_every,
                                   self.noise_window)
         self._adam = any(t is not None and t.adaptive for t in self.theory)
+        self._entropy_groups = []  # (group id, slice of the snapshot queue)
+        if self.entropy_queue:
+            small = [k for k in range(len(self._groups)) if self._d[k] <= self.entropy_max_dim]
+            picked = [torch.nonzero(element == k).reshape(-1) for k in small]
+            if picked:
+                self._stats.keep_snapshots(self.entropy_queue, torch.cat(picked))
+                ends = np.cumsum([len(p) for p in picked])
+                self._entropy_groups = [(k, slice(e - len(p), e))
+                                        for k, p, e in zip(small, picked, ends)]
         self.not_scale_invariant = sorted({n for n, r in zip(self._names, rows) if (r < 0).any()})
         if not self._groups and self._recorder is not None:
             warnings.warn(f"thermosgd.Monitor: no scale-invariant group found in "
@@ -342,7 +351,7 @@ class Monitor:
                  "scale_invariant": ([True] * si + [False] * self._other + [si > 0]) * len(steps),
                  "d": np.tile(self._d_all.astype(np.int64), len(steps))}
         frame |= {k: np.asarray(v).reshape(-1) for k, v in columns.items()}
-        frame |= {"entropy_sphere": np.nan, "entropy": np.nan}
+        frame |= self._stats.entropies(self._entropy_groups, len(steps), len(names))
         return pd.DataFrame(frame)[list(MONITOR_COLUMNS)]
 
     def _regimes(self, steps, columns) -> np.ndarray:
