@@ -134,7 +134,7 @@ def _trend(steps, values):
     ok = np.isfinite(y)
     x = np.broadcast_to(np.asarray(steps, float)[:, None], y.shape)
     count = ok.sum(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         xm = np.where(ok, x, 0).sum(0) / count
         ym = np.where(ok, y, 0).sum(0) / count
         xc, yc = np.where(ok, x - xm, 0), np.where(ok, y - ym, 0)
