@@ -85,7 +85,7 @@ def state_table(raw: dict, *, d, optimizer, learning_rate, weight_decay) -> dict
         "learning_rate": learning_rate,
         "weight_decay": weight_decay,
         "trace_cov": trace,
-        "sigma2": trace / (d - 1),
+        "sigma2": _ratio(trace, d - 1),
         "stoch_grad_norm2": stoch,
         "full_grad_norm2": np.maximum(stoch - trace, 0.0),
         "noise_steps": n,
