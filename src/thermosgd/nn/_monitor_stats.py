@@ -59,13 +59,11 @@ class DeviceStats:
                                  device=self.index.device)
 
     def _grads(self) -> list[torch.Tensor]:
-        out = []
-        for p in self.params:
-            g = p.grad
-            if g is None:  # a frozen or unused parameter contributes a zero gradient
-                g = self._zeros.setdefault(id(p), torch.zeros_like(p))
-            out.append(g.detach())
-        return out
+        # called at every step of a noise window: kept to one pass over the parameters
+        zeros = self._zeros
+        return [p.grad if p.grad is not None
+                else zeros.setdefault(k, torch.zeros_like(p))  # a frozen or unused parameter
+                for k, p in enumerate(self.params)]
 
     def _flat(self, tensors) -> torch.Tensor:
         return torch.cat([t.detach().reshape(-1).float() for t in tensors])  # (D,)
@@ -76,7 +74,7 @@ class DeviceStats:
 
     def accumulate(self) -> None:
         """One step's gradient into the open noise window (two foreach calls, no sync)."""
-        grads = [g.float() for g in self._grads()]
+        grads = [g if g.dtype == torch.float32 else g.float() for g in self._grads()]
         torch._foreach_add_(self.sum1, grads)
         torch._foreach_addcmul_(self.sum2, grads, grads)
         self.counted += 1

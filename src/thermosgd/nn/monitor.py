@@ -78,7 +78,7 @@ class Monitor:
     """
 
     def __init__(self, model, optimizer, *, out=None, every: int = 10, groups="auto",
-                 granularity: str | None = None, noise_window: int = 10,
+                 granularity: str | None = None, noise_window: int = 5,
                  flush_every: int = 100, regime_window: int = 20, entropy_queue: int = 0,
                  entropy_max_dim: int = 2000, tensorboard=None, wandb=None, sinks=(),
                  example=None, overwrite: bool = False):
