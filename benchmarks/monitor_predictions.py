@@ -1,6 +1,6 @@
 """How close the predicted equilibrium norm and angle per step come, per group, in monitored runs.
 
-Runs (each monitored with thermosgd.Monitor, every = 10, into OUT/<run>):
+Runs (each monitored with thermosgd.Monitor, every = 10, noise_window = 10, into OUT/<run>):
 - ``example-sgd``, ``example-adamw``: examples/monitor_digits.py's CNN (BatchNorm with affine
   parameters, conv biases) on scikit-learn's digits, batch 32, SGD momentum 0.9 (lr 0.1,
   weight decay 5e-3) and AdamW (lr 4e-3, weight decay 0.5);
@@ -49,7 +49,8 @@ def run(name, out, steps):
     model = make_model()
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
     x, y = monitor_digits.digits()
-    with thermosgd.Monitor(model, optimizer, out=out, every=10, overwrite=True) as monitor:
+    with thermosgd.Monitor(model, optimizer, out=out, every=10, noise_window=10,
+                           overwrite=True) as monitor:
         loss = monitor_digits.train(model, optimizer, x, y, steps=steps)
     return loss, monitor
 
