@@ -32,6 +32,7 @@ _API = {
     "run_isotropic": "thermosgd.reproduce",
     "TrainConfig": "thermosgd.nn",
     "train": "thermosgd.nn",
+    "Monitor": "thermosgd.nn.monitor",
     "Sweep": "thermosgd.sweeps",
 }
 

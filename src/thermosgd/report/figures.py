@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from thermosgd.report.figures_isotropic import fig_isotropic
+from thermosgd.report.figures_monitor import fig_monitor
 from thermosgd.report.figures_network import (
     fig_learning_curves,
     fig_radius_theories,
@@ -33,6 +34,11 @@ def _has(*columns):
     return test
 
 
+def _grid(test):
+    """A figure over a hyperparameter grid: the table has runs (a seed column) to place."""
+    return lambda analysis: "seed" in analysis.table and test(analysis)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     name: str  # file name without suffix, in the analysis' figure folder
@@ -45,12 +51,16 @@ FIGURES = (
     FigureSpec("figure", "panels a–e: U, S, V1, V2 (paper Figures 1, 3, 4)", fig_isotropic,
                _has("entropy_theory")),
     FigureSpec("stationary", "stationary values and the entropy fit (paper Figures 2, 5-10)",
-               fig_stationary, _has("sigma2")),
+               fig_stationary, _grid(_has("sigma2"))),
     FigureSpec("radius_theories", "V1: SDE against corrected prediction (paper Figure 12)",
                fig_radius_theories,
-               _has("radius_theory_corrected", "lambda_eff_theory_corrected")),
+               _grid(_has("radius_theory_corrected", "lambda_eff_theory_corrected"))),
     FigureSpec("learning_curves", "learning curves (paper Figure 13)", fig_learning_curves,
-               lambda a: a.metrics is not None and len(a.metrics) > 0),
+               lambda a: a.metrics is not None and "iteration" in a.metrics
+               and len(a.metrics) > 0),
+    FigureSpec("monitor", "each scale-invariant group's norm and angle per step against the "
+               "predicted equilibrium, the groups' temperatures and Z = pV/(RT)", fig_monitor,
+               _has("angular_update_theory")),
 )
 
 

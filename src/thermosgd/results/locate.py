@@ -1,8 +1,8 @@
 """Which results lie at a path: a result directory itself, or a folder of them.
 
 A result directory carries a manifest (``thermosgd.json``) whose ``kind`` says what wrote it:
-``sweep`` (``thermosgd sweep run``) or ``isotropic`` (``thermosgd reproduce isotropic``,
-``thermosgd simulate``).
+``sweep`` (``thermosgd sweep run``), ``isotropic`` (``thermosgd reproduce isotropic``,
+``thermosgd simulate``) or ``monitor`` (``thermosgd.Monitor(..., out=DIR)``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from thermosgd.results.schema import MANIFEST
 
 __all__ = ["KINDS", "damage", "kind", "locate"]
 
-KINDS = ("sweep", "isotropic")
+KINDS = ("sweep", "isotropic", "monitor")
 
 
 def kind(path) -> str | None:
@@ -53,7 +53,8 @@ def locate(path) -> list[tuple[str, Path]]:
         located = [(k, p) for p in sorted(path.iterdir())
                    if p.is_dir() and (k := kind(p)) in KINDS + ("damaged",)]
     if not located:
-        raise ValueError(f"{path} is not a sweep directory, an isotropic output or a folder "
-                         "holding them (no thermosgd.json of kind 'sweep' or 'isotropic'); give "
-                         "the --out of `thermosgd sweep run` or `thermosgd reproduce isotropic`")
+        raise ValueError(f"{path} is not a sweep directory, an isotropic output, a monitored run "
+                         "or a folder holding them (no thermosgd.json of kind 'sweep', "
+                         "'isotropic' or 'monitor'); give the --out of `thermosgd sweep run`, "
+                         "`thermosgd reproduce isotropic` or thermosgd.Monitor")
     return located

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["ARCHITECTURES", "CHART_COLUMNS", "CHARTS", "LOCK_FILE", "MANIFEST", "MEASUREMENTS",
-           "METRIC_COLUMNS", "OPTIMIZER_COLUMNS", "READABLE_SCHEMAS", "SCHEMA_VERSION",
-           "STATIONARY_COLUMNS", "STATUSES", "Column", "architecture_of", "grid_axes"]
+           "METRIC_COLUMNS", "MONITOR_COLUMNS", "OPTIMIZER_COLUMNS", "READABLE_SCHEMAS",
+           "SCHEMA_VERSION", "STATIONARY_COLUMNS", "STATUSES", "Column", "architecture_of",
+           "grid_axes"]
 
 SCHEMA_VERSION = "0.2"
 READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
@@ -48,6 +49,17 @@ METRIC_COLUMNS = (
     "sigma2", "full_grad_norm2", "stoch_grad_norm2", "lambda_eff", "entropy_sphere", "entropy",
     "entropy_sphere_raw", "entropy_raw", "temperature", "pressure", "volume", "radius_theory",
     "radius_theory_corrected",
+)
+
+# One row per scale-invariant group (and the union "all", and "other": every trainable parameter
+# that is not scale-invariant) and log step of a monitored run (thermosgd.Monitor), in this order.
+MONITOR_COLUMNS = (
+    "step", "group", "layer", "scale_invariant", "d", "norm", "volume", "angular_update",
+    "radial_share", "grad_cosine", "learning_rate", "weight_decay", "effective_learning_rate",
+    "trace_cov", "sigma2", "stoch_grad_norm2", "full_grad_norm2", "noise_steps",
+    "preconditioner", "temperature", "pressure", "compressibility", "radius_theory",
+    "radius_theory_corrected", "angular_update_theory", "angular_update_theory_corrected",
+    "distance", "relaxation_steps", "regime", "entropy_sphere", "entropy",
 )
 
 
