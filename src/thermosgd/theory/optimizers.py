@@ -15,75 +15,12 @@ adamw      w *= 1 - eta lambda; m, v EMAs of g, g^2    eta / c              lamb
            (bias-corrected); w -= eta m / (sqrt(v)+eps)
 =========  ========================================  ===================  =====================
 
-Derivations (d weights, Tr Sigma the trace of the unit-sphere gradient covariance, equal to
-sigma^2 (d - 1) for isotropic noise; ``Q`` below is Tr Sigma, or Tr Sigma + E||grad L||^2 for
-the discrete-step correction of appendix G, eq. 117-121):
-
-* Momentum. Over times long compared with 1 / (1 - beta) the buffer is a sum of past gradients
-  with total weight sum_k beta^k = 1 / (1 - beta) (Nesterov: 1 + beta / (1 - beta), the same), and
-  weight decay sits inside the buffer, so drift and diffusion are those of SGD at eta / (1 - beta)
-  with the same lambda (Li & Arora, 2020; Wan et al., 2021). Eq. 19 then gives
-  r*^4 = eta Q / (2 lambda (1 - beta)); T and p follow from eq. 20 and pV = RT holds with p =
-  lambda.
-* Angular update per step. The per-step displacement is short-time correlated, so its size is
-  not eta' |g|. Heavy ball: b has variance |g|^2 / (1 - beta^2), and with r*^4 above the angle
-  is sqrt(2 eta lambda / (1 + beta)) (Wan et al., 2021, spherical motion dynamics). Nesterov:
-  the step is (1 + beta) g_t + sum_{k>=1} beta^(k+1) g_(t-k), of variance
-  ((1 + beta)^2 + beta^4 / (1 - beta^2)) |g|^2, which gives the angle
-  sqrt(2 eta lambda (1 + 2 beta - 2 beta^3) / (1 + beta)) (derived here; checked by simulation
-  at d = 50, beta = 0.9 to 0.1 %). AdamW: sqrt(2 eta lambda (1 - beta1) / (1 + beta1))
-  (Kosson et al., 2024, rotational equilibrium).
-* AdamW. With noise spread over the coordinates, sqrt(v_hat) is the same on every coordinate,
-  c = sqrt(Q / d) / r + eps (per-coordinate RMS of the gradient, plus eps). The update g / c
-  is SGD at rate eta / c; decoupled decay w *= 1 - eta lambda is SGD's decay eta' lambda' with
-  lambda' = lambda c. The EMA m has total weight 1, so the long-time step is eta g / c and the
-  norm balance 2 eta lambda r^2 = eta^2 Q / (r^2 c^2) gives r (sqrt(Q / d) + eps r) =
-  sqrt(eta Q / (2 lambda)), i.e. r*^2 = eta d / (2 lambda) when eps -> 0: independent of the
-  noise (Kosson et al., 2024). The unit-sphere step is eta / (r^2 c) per unit of gradient, so
-  T = eta sigma^2 / (2 r^2 c); pV = RT then holds with the effective pressure p = lambda c =
-  lambda (mean sqrt(v_hat) + eps), not with lambda.
-* Discrete steps under heavy-ball momentum (appendix G's correction, derived here). For SGD
-  the norm balance 2 eta lambda r^2 = eta^2 E||g_B||^2 is exact per step and gives
-  Q = Tr Sigma + E||grad L||^2 (eq. 117-121). Under heavy ball the step u = -eta b is correlated
-  over ~1 / (1 - beta) steps; with w.g = 0 (scale invariance) and u_t - beta u_(t-1) =
-  -eta (g_t + lambda w_t), the norm balance is still exact: (1 + beta) E||u||^2 = 2 eta lambda
-  E||w||^2, which is also where the angle sqrt(2 eta lambda / (1 + beta)) comes from. E||u||^2
-  depends on the time correlations of g. Along a transverse direction of curvature h with noise
-  variance s^2, x_(t+1) = (1 + beta - eta h) x_t - beta x_(t-1) - eta xi_t is an AR(2) process
-  whose stationary moments give, exactly for any stable eta h,
-  (1 - beta^2) E u^2 / eta^2 = 2 (1 + beta) s^2 / (2 (1 + beta) - eta h) and
-  E (h x)^2 = eta h s^2 (1 + beta) / ((1 - beta) (2 (1 + beta) - eta h)), so that
-  (1 - beta^2) E u^2 / eta^2 = s^2 + (1 - beta) / (1 + beta) E (h x)^2.
-  Summed over directions: r*^4 = eta' (Tr Sigma + w E||grad L||^2) / (2 lambda) with the weight
-  w = (1 - beta) / (1 + beta) (:func:`discrete_gradient_weight`); at beta = 0 it is appendix G.
-  The full-batch gradient is a restoring force, anti-correlated with the noise that displaced
-  the weights, so momentum's buffer cancels most of it: at beta = 0.9, w = 1/19. Nesterov's
-  and AdamW's weights are not derived here (1, appendix G's form, is used).
-* Entropy slopes. On the low-temperature VMF gas S = (d - 1) log r + (d - 1)/2 log T + const
-  (eq. 28-30), so the slopes in (log eta, log lambda) follow from those of r* and T. SGD and
-  momentum give ((d-1)/2, 0) (eq. 29) and the fixed-LR Maxwell target (d - 1)/2 (eq. 23);
-  AdamW with eps = 0 gives (3 (d-1)/4, -(d-1)/4) and the target d - 1: along constant T the
-  effective pressure lambda c, proportional to lambda^(3/2) eta^(-1/2), moves twice as fast in
-  log as lambda does, and (dS/dlog p)_T = -R (eq. 23) is unchanged.
-* Fixed sphere under momentum (derived here). The step is projected back onto the sphere of
-  radius r, so only the SGD-equivalent rate changes: T = eta_eff' sigma^2 / 2 with eta_eff' =
-  eta_eff / (1 - beta), and the ideal-gas pressure of eq. 84 becomes lambda_eff = T (d-1)/(2V).
-  Eq. 83 measures the radial growth |w - eta s| - r of a step s, which is second order in eta.
-  Summed over steps it is the squared length of the accumulated displacement, whose rate is
-  eta^2 (sum_k a_k)^2 |g|^2 for a step s_t = sum_k a_k g_(t-k) of uncorrelated gradients (the
-  cross terms between steps are the correlations w_t . g_(t-k) = -eta |g|^2 sum_(j<k) a_j), with
-  sum_k a_k = 1 / (1 - beta) for heavy ball and Nesterov alike. So |v| - r = eta'^2 |g|^2 / (2r)
-  per step, eta' = eta / (1 - beta), and the pressure that would hold a free (weight-decayed) gas
-  at this radius is lambda_eff = (|v| - r) / (eta' r): eq. 83 with eta' in place of eta
-  (:func:`sphere_pressure_rate`). At eta' -> eta (SGD) this is eq. 83 itself.
-* Angle per step on the fixed sphere: the step is eta s with E|s|^2 = k |g|^2, k = 1 (SGD),
-  1 / (1 - beta^2) (heavy ball: the buffer's stationary variance) or (1 + beta)^2 +
-  beta^4 / (1 - beta^2) (Nesterov, above), and |g|^2 = Q / r^2, eta = eta_eff r^2: the angle is
-  eta_eff sqrt(k Q) (:func:`optimizer_angular_update_sphere`). The same k gives the fixed-LR
-  angles above: eta^2 k Q / r*^4 with r*^4 = eta Q / (2 lambda (1 - beta)).
-* AdamW has no fixed-ELR or fixed-sphere protocol here: its step eta m_hat / sqrt(v_hat) does not
-  scale with |w|^2 (its size is eta whatever the radius), so "eta = eta_eff |w|^2" does not fix
-  an effective rate, and on the sphere decoupled decay has nothing to act on.
+The derivations (momentum's SGD-equivalent rate, the angle per step of heavy ball, Nesterov
+and AdamW, AdamW's preconditioner and effective pressure, heavy ball's discrete-step weight of
+||grad L||^2, the entropy slopes and Maxwell targets, the fixed sphere under momentum, and why
+AdamW has no fixed-ELR or fixed-sphere protocol) are written out in ``docs/optimizers.md``,
+with their sources (Li & Arora, 2020; Wan et al., 2021; Kosson et al., 2024) and what was
+derived here; each function's docstring states its result.
 
 Every function takes floats or NumPy arrays (broadcasting). Optimizers are :class:`Optimizer`
 values; :func:`make_optimizer` builds one with torch's defaults, :func:`optimizer_from_torch`
