@@ -50,6 +50,25 @@ def _stationary(run: Path) -> dict | None:
             "d": d} | mean
 
 
+def adamw_table(table: pd.DataFrame) -> str:
+    """AdamW's preconditioner and the ideal gas law with its effective pressure p = lambda c.
+
+    Measured c against the spread-noise value sqrt(Q / d) / r + eps; Z = pV / (RT) with
+    T = eta sigma^2 / (2 r^2 c) and p = lambda c from the measured c, r and Tr Sigma:
+    Z = 2 lambda c^2 r^4 / (eta Q), with Q = Tr Sigma (SDE) or the running E||grad L_B||^2."""
+    from thermosgd.theory.optimizers import adamw_preconditioner
+
+    lines = ["| eta | lambda | r* measured | eta d / (2 lambda), sqrt | c measured | "
+             "sqrt(Tr Sigma / d) / r | Z (Tr Sigma) | Z (E g_B^2) |", "|" + "---|" * 8]
+    for _, r in table[table["optimizer"].str.startswith("adamw")].iterrows():
+        spread = float(adamw_preconditioner(r.trace_cov, r.radius, r.d, 1e-8))
+        z = 2 * r.wd * r.preconditioner**2 * r.radius**4 / r.lr
+        lines.append(f"| {r.lr:g} | {r.wd:g} | {r.radius:.3f} | "
+                     f"{math.sqrt(r.lr * r.d / (2 * r.wd)):.3f} | {r.preconditioner:.4g} | "
+                     f"{spread:.4g} | {z / r.trace_cov:.3f} | {z / r.stoch_grad_norm2:.3f} |")
+    return "\n".join(lines)
+
+
 def _pct(value, reference):
     return f"{100 * (value - reference) / reference:+.1f} %"
 
@@ -94,3 +113,6 @@ if __name__ == "__main__":
     print(markdown(table))
     print()
     print(errors(table))
+    if table["optimizer"].str.startswith("adamw").any():
+        print()
+        print(adamw_table(table))

@@ -3,7 +3,9 @@
 The G flat vectors of scale-invariant weights are stacked, W (G, d); BatchNorm running
 statistics are stacked the same way, (G, ...). A protocol's update (``thermosgd.protocols``,
 eq. 2, 8, 15) is a handful of fused operations on W with (G,) hyperparameters, and the frozen
-head never moves. Each configuration keeps its own mini-batch generator (seeded by its
+head never moves. Heavy-ball and Nesterov momentum and AdamW (``thermosgd.nn.optim``, torch.optim
+semantics) keep their state in (G, d) rows beside W; plain SGD is the protocol's own update,
+bit for bit. Each configuration keeps its own mini-batch generator (seeded by its
 ``seed``), so it draws exactly the batches it would draw alone.
 
 Two mechanisms compute the G gradients (chosen by measurement, benchmarks/RESULTS.md):
