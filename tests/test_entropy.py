@@ -17,8 +17,17 @@ import torch
 from scipy import stats
 
 from thermosgd import entropy, theory
-from thermosgd.entropy import _chart, _cpuchart, _gram, _lowdim, _screen
-from thermosgd.entropy import knn_entropy, sphere_entropy, to_spherical, total_entropy
+from thermosgd.entropy import (
+    _chart,
+    _cpuchart,
+    _gram,
+    _lowdim,
+    _screen,
+    knn_entropy,
+    sphere_entropy,
+    to_spherical,
+    total_entropy,
+)
 
 
 def _rng(seed=0):
@@ -270,7 +279,7 @@ def test_close_points_in_high_dimension():
 
 def _kl_brute(x):
     """Eq. 25 with brute-force float64 distances: the reference for the fast paths."""
-    n, dim = x.shape
+    dim = x.shape[1]
     d2 = _brute_sqdist(x)
     return entropy._kl_from_sqdist(d2[None], dim, np.ones(1), np.ones(1), "x", None,
                                    stacklevel=2)[0]

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from scipy import special
 
-from thermosgd.entropy._chart import _check, _identity_chart, _scan_rows, _sphere_torch, _store_chart
+from thermosgd.entropy._chart import (
+    _check,
+    _identity_chart,
+    _scan_rows,
+    _sphere_torch,
+    _store_chart,
+)
 from thermosgd.entropy._gram import _nn_sqdist_gram, _torch_threads_kept
 from thermosgd.entropy._lowdim import _nn_sqdist_sweep, _sphere_sweep
 

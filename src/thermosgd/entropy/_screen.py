@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, prange
 
-
 _KEEP = 16  # screening scores kept per row
 _U32 = 2.0**-24  # unit roundoff of float32
 
