@@ -17,8 +17,8 @@ Every case runs ``--rounds`` rounds; a round times each contender once, in an or
 from round to round, after one untimed warm-up call of thermosgd's (compilation, and this VM's
 first touch of fresh memory, ~3 s per GB). Reported: median times and the median of the per-round ratios.
 
-Usage: python benchmarks/bench_entropy.py [--rounds 3] [--only high|moderate] [--cases 0 1]
-       [--device cuda]
+Usage: python benchmarks/bench_entropy.py [--rounds 3] [--only high|moderate]
+       [--cases 0 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -132,17 +132,16 @@ def high(rounds, device):
         w = weight_queue(n, d)
         t = w.to(device)
         before = load()
-        res = alternate({"baseline": lambda: baseline_sphere_entropy(w.numpy()),
-                         "aligned": lambda: sphere_entropy(t),
-                         "raw": lambda: sphere_entropy(t, align=False)}, rounds)
+        res = alternate({"baseline": lambda w=w: baseline_sphere_entropy(w.numpy()),
+                         "aligned": lambda t=t: sphere_entropy(t),
+                         "raw": lambda t=t: sphere_entropy(t, align=False)}, rounds)
         med = {k: statistics.median(v[0]) for k, v in res.items()}
         print(f"| N={n}, d={d} | {device} | {before}-{load()} | {med['baseline']:.2f} | "
               f"{med['aligned']:.3f} | {ratio(res, 'baseline', 'aligned'):.1f}x | "
               f"{med['raw']:.3f} | {ratio(res, 'baseline', 'raw'):.1f}x | "
-              f"{ratio(res, 'baseline', 'aligned', 1):.1f}x / {ratio(res, 'baseline', 'raw', 1):.1f}x"
-              f" | {res['aligned'][2]:.10g} | {res['raw'][2]:.10g} | {res['baseline'][2]:.7g} |",
-              flush=True)
-        del w, t, res
+              f"{ratio(res, 'baseline', 'aligned', 1):.1f}x / "
+              f"{ratio(res, 'baseline', 'raw', 1):.1f}x | {res['aligned'][2]:.10g} | "
+              f"{res['raw'][2]:.10g} | {res['baseline'][2]:.7g} |", flush=True)
 
 
 def moderate(rounds, device):
@@ -153,9 +152,9 @@ def moderate(rounds, device):
         x = np.random.default_rng(dim).standard_normal((n, dim))
         t = torch.from_numpy(x).to(device)
         before = load()
-        res = alternate({"kd": lambda: baseline_knn_entropy(x, "kd_tree"),
-                         "ball": lambda: baseline_knn_entropy(x, "ball_tree"),
-                         "ours": lambda: knn_entropy(t)}, rounds)
+        res = alternate({"kd": lambda x=x: baseline_knn_entropy(x, "kd_tree"),
+                         "ball": lambda x=x: baseline_knn_entropy(x, "ball_tree"),
+                         "ours": lambda t=t: knn_entropy(t)}, rounds)
         med = {k: statistics.median(v[0]) for k, v in res.items()}
         print(f"| {n} | {dim} | {before}-{load()} | {med['kd']:.3f} | {med['ball']:.3f} | "
               f"{med['ours']:.3f} | {ratio(res, 'kd', 'ours'):.1f}x | "

@@ -17,8 +17,17 @@ import torch
 from scipy import stats
 
 from thermosgd import entropy, theory
-from thermosgd.entropy import _chart, _cpuchart, _gram, _lowdim, _screen
-from thermosgd.entropy import knn_entropy, sphere_entropy, to_spherical, total_entropy
+from thermosgd.entropy import (
+    _chart,
+    _cpuchart,
+    _gram,
+    _lowdim,
+    _screen,
+    knn_entropy,
+    sphere_entropy,
+    to_spherical,
+    total_entropy,
+)
 
 
 def _rng(seed=0):
@@ -270,7 +279,7 @@ def test_close_points_in_high_dimension():
 
 def _kl_brute(x):
     """Eq. 25 with brute-force float64 distances: the reference for the fast paths."""
-    n, dim = x.shape
+    dim = x.shape[1]
     d2 = _brute_sqdist(x)
     return entropy._kl_from_sqdist(d2[None], dim, np.ones(1), np.ones(1), "x", None,
                                    stacklevel=2)[0]
@@ -290,17 +299,29 @@ def test_knn_paths_are_exact(dim):
 
 
 def test_screen_finds_the_nearest_among_near_ties():
-    # iid points in D = 3000: every distance is within a few percent of every other, inside
-    # the float32 screen's proven margin (gamma_D ~ 2e-4), so rows hold many candidates or
-    # overflow their 16 kept scores and are searched exactly; the result is still exact
+    # 200 points at 100 e_i in D = 3000 plus noise of 1e-6: every squared distance is
+    # 2e4 + O(1e-4), far inside the float32 screen's proven margin (~7 here, gamma_D ~ 2e-4),
+    # so every row overflows its kept scores and is searched exactly; plus iid points, where
+    # the margin leaves a few candidates per row
     rng = _rng(41)
-    x = rng.standard_normal((200, 3000))
-    x[7] = x[3] + 1e-6 * rng.standard_normal(3000)
+    x = np.zeros((200, 3000))
+    x[:, :200] = 100.0 * np.eye(200)
+    x += 1e-6 * rng.standard_normal(x.shape)
+    _check_screen(x)
+    _check_screen(rng.standard_normal((200, 3000)))
+
+
+def _check_screen(x):
     x32 = x.astype(np.float32)
     sq = (x32.astype(np.float64) ** 2).sum(-1)
     for threads in (1, 2):
         d2 = _screen.nn_sqdist(x32[None], sq[None], x[None], threads=threads)[0]
         np.testing.assert_allclose(d2, _brute_sqdist(x), rtol=1e-13)
+    # the torch screen (CUDA, inputs too large for float64) keeps 8 candidates and searches
+    # the rows whose margin holds them all
+    t = torch.from_numpy(x - x.mean(0))[None]
+    d2 = _gram._nn_sqdist_gram(t.float(), (t.float().double() ** 2).sum(-1).float(), t)[0]
+    np.testing.assert_allclose(d2.numpy(), _brute_sqdist(x), rtol=1e-12)
 
 
 @pytest.mark.parametrize("align", [True, False])

@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from scipy import special
 
-from thermosgd.entropy._chart import _check, _identity_chart, _scan_rows, _sphere_torch, _store_chart
+from thermosgd.entropy._chart import (
+    _check,
+    _identity_chart,
+    _scan_rows,
+    _sphere_torch,
+    _store_chart,
+)
 from thermosgd.entropy._gram import _nn_sqdist_gram, _torch_threads_kept
 from thermosgd.entropy._lowdim import _nn_sqdist_sweep, _sphere_sweep
 
@@ -185,7 +191,9 @@ def _nn_sqdist_tree(x64):
     on torch's thread budget."""
     from scipy.spatial import cKDTree
 
-    workers = torch.get_num_threads()
+    from thermosgd.entropy._screen import thread_count
+
+    workers = thread_count(64 * x64[0].size)  # a query costs far more per number than a pass
     out = np.empty(x64.shape[:2])
     for s, pts in enumerate(x64):
         # k = 2: the point itself (distance 0) and its nearest other point (0 for a duplicate)
@@ -202,7 +210,7 @@ def _screen_store(store32, store64):
     with _torch_threads_kept():
         _screen.row_sq(x32, sq)
         return _screen.nn_sqdist(x32, sq, None if store64 is None else store64.numpy(),
-                                 threads=torch.get_num_threads())
+                                 threads=_screen.thread_count(x32[0].size))
 
 
 def _numpy64(x):

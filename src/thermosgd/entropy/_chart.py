@@ -98,11 +98,11 @@ def _host_input(w):
 
 def _scan_cpu(x, name):
     """:func:`_scan_rows` for host arrays in one numba pass: row norms (B, N), unit-row sums."""
-    from thermosgd.entropy import _cpuchart
+    from thermosgd.entropy import _cpuchart, _screen
     from thermosgd.entropy._screen import pool_map, row_ranges
 
     b, n, d = x.shape
-    threads = torch.get_num_threads()
+    threads = _screen.thread_count(n * d)
     norms, unit, same = np.empty((b, n)), np.zeros((b, d)), np.zeros(b, np.bool_)
     for s in range(b):
         tasks = [(x, s, i0, i1, norms, np.zeros(d)) for i0, i1 in row_ranges(n, 4 * threads)]
@@ -120,7 +120,7 @@ def _sphere_cpu(x, align, m, u, norms):
     from thermosgd.entropy import _cpuchart, _screen
 
     b, n, d = x.shape
-    threads = torch.get_num_threads()
+    threads = _screen.thread_count(n * d)
     ref = np.zeros((b, d - 1))
     if not align:  # reference: the mean direction's own chart coordinates
         own = np.empty((b, 1, d - 1))

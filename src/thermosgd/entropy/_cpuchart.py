@@ -93,8 +93,9 @@ def scan_rows(w, s, i0, i1, norms, unit):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
 def chart_rows(w, u, aligned, ref, raw, out64, out32, sq, logj, t0, t1):  # pragma: no cover
-    """Angles of the rows t0..t1 (flat index s N + i) of w (B, N, d) into out64 (B, N, d-1) and out32 (its float32 copy),
-    log J into logj (B, N) and the squared norm of each float32 row (in float64) into sq (B, N).
+    """Angles of the rows t0..t1 (flat index s N + i) of w (B, N, d) into out64 (B, N, d-1)
+    and out32 (its float32 copy), log J into logj (B, N) and the squared norm of each float32
+    row (in float64) into sq (B, N).
 
     ``u`` (B, d): the Householder vector in reversed coordinates, scaled so that the reflection
     is y - u (u.y) (used when ``aligned``); ``ref`` (B, d-1): the chart of the mean direction,
@@ -103,7 +104,7 @@ def chart_rows(w, u, aligned, ref, raw, out64, out32, sq, logj, t0, t1):  # prag
     overflow nor underflow in float64); float64 input is brought near 1 by a power of two, which
     is exact, so the angles and log J are the same bits either way.
     """
-    b, n, d = w.shape
+    n, d = w.shape[1], w.shape[2]
     wide = w.itemsize == 8
     for t in range(t0, t1):
         s, i = t // n, t % n

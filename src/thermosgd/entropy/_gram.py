@@ -103,7 +103,33 @@ def _nn_sqdist_gram(x32, sq32, x64=None, *, k=_CANDIDATES, block=None):
             dist = torch.from_numpy(_pair_sqdist(src.numpy(), rows_a.numpy(), rows_b.numpy()))
     else:
         dist = _pair_sqdist_torch(src, rows_a, rows_b)
-    return dist[inverse].view(b, n, k).amin(-1)
+    d2 = dist[inverse].view(b, n, k).amin(-1)
+    # Completeness, as in ``_screen`` (proof there): the true nearest neighbour scores within
+    # 2 E_i of the row's lowest score; with scores formed in float32 here, E_i carries 6 u
+    # instead of 3 u. A row whose k kept scores all lie inside that margin may have more
+    # candidates and is searched against every point of its set exactly.
+    if k < n - 1:
+        u = 2.0**-24
+        norm = sq32.double().clamp_min(0).sqrt()  # (B, N)
+        big = norm.amax(-1, keepdim=True)
+        gamma = dim * u / (1.0 - dim * u) if dim * u < 0.5 else math.inf
+        margin = 2.0 * (2.0 * gamma * norm * big + 6.0 * u * (norm + big) ** 2)
+        low, high = best_v.double().amin(-1), best_v.double().amax(-1)
+        for s, i in (high <= low + margin).nonzero().tolist():
+            d2[s, i] = _row_against_all(src.view(b, n, dim)[s], i)
+    return d2
+
+
+def _row_against_all(x, i):
+    """Exact squared distance from x[i] to its nearest other row of x (N, D), float64."""
+    best = math.inf
+    for _, rows in _chunks(1, x.shape[0], x.shape[1] * 8):
+        diff = x[rows].to(torch.float64) - x[i].to(torch.float64)
+        dist = torch.linalg.vector_norm(diff, dim=-1).square_()
+        if rows.start <= i < rows.stop:
+            dist[i - rows.start] = math.inf
+        best = min(best, float(dist.min()))  # host sync: one per searched row (rare)
+    return best
 
 
 def _pair_sqdist_torch(x, rows_a, rows_b):

@@ -26,14 +26,15 @@ charts and the centred flat store provide that.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
 
-
 _KEEP = 16  # screening scores kept per row
 _U32 = 2.0**-24  # unit roundoff of float32
+_PARALLEL_MIN = 2**21  # numbers a pass must touch before it runs on the thread pool
 
 
 def pool_map(fn, tasks, threads):
@@ -48,6 +49,15 @@ def pool_map(fn, tasks, threads):
         return list(pool.map(lambda task: fn(*task), tasks))
 
 
+def thread_count(elements):
+    """torch's thread count for a pass over ``elements`` numbers, 1 below ~2 million: handing
+    small work to a pool costs more than it saves (each hand-off waits for a thread to be
+    scheduled, milliseconds on a busy machine)."""
+    import torch
+
+    return torch.get_num_threads() if elements >= _PARALLEL_MIN else 1
+
+
 def row_ranges(n, pieces):
     """``pieces`` contiguous (start, stop) ranges covering range(n), as even as can be."""
     pieces = max(1, min(n, pieces))
@@ -60,14 +70,21 @@ def nn_sqdist(x32, sq, x64=None, *, threads=1):
     ``x32``: the float32 points (NumPy, C order); ``sq`` (B, N): their squared norms in float64;
     ``x64``: the float64 points, for the exact distances (else taken from x32 in float64).
     """
-    from threadpoolctl import threadpool_limits
-
     b = x32.shape[0]
     out = np.empty((b, x32.shape[1]))
-    with threadpool_limits(limits=1, user_api="blas"):  # the pool's threads make the parallelism
+    with _blas_controller().limit(limits=1, user_api="blas"):  # the pool makes the parallelism
         for s in range(b):
             out[s] = _nn_set(x32[s], sq[s], x64[s] if x64 is not None else x32[s], threads)
     return out
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once (a search of the process's
+    libraries takes ~20 ms; a monitor calls the estimator for many small groups)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _nn_set(x32, sq, src, threads):
@@ -172,11 +189,11 @@ def _rows_against_all(x, rows):  # pragma: no cover - compiled
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def row_sq(x32, sq):  # pragma: no cover - compiled
     """Squared norms in float64 of the float32 rows of x32 (B, N, D) into sq (B, N)."""
     b, n, dim = x32.shape
-    for t in prange(b * n):
+    for t in range(b * n):
         s, i = t // n, t % n
         acc = 0.0
         for k in range(dim):
