@@ -84,7 +84,7 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
                          "written by `thermosgd train` / `sweep run`?")
     provenance = _one_network(path, done)
     table, charts = _common_charts(table, done)
-    found = {"setup": {**provenance, "charts": charts}, "damaged": damaged}
+    shared = {"setup": {**provenance, "charts": charts}, "damaged": damaged}
     logs = int(spec.train.get("stationary_logs", 30))
     flags = {run: converging(m, logs=logs) for run, m in metrics.groupby("run")}
     finished = table["status"] == "finished"
@@ -96,9 +96,9 @@ def read_sweep(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis]:
     if "momentum" in table and table["momentum"].nunique() > 1:
         # a momentum axis: one analysis per value (the fits run over the (rate, lambda) grid)
         return [_sweep_analysis(path, spec, part, metrics[metrics["run"].isin(part["run"])],
-                                f"{spec.name}, momentum {beta:g}", bootstrap, seed, found)
+                                f"{spec.name}, momentum {beta:g}", bootstrap, seed, shared)
                 for beta, part in table.groupby("momentum", sort=True)]
-    return [_sweep_analysis(path, spec, table, metrics, spec.name, bootstrap, seed, found)]
+    return [_sweep_analysis(path, spec, table, metrics, spec.name, bootstrap, seed, shared)]
 
 
 def _optimizer_label(table: pd.DataFrame) -> str:
@@ -108,9 +108,9 @@ def _optimizer_label(table: pd.DataFrame) -> str:
     return optimizer_of(table).label
 
 
-def _sweep_analysis(path, spec, table, metrics, name, bootstrap, seed, found) -> Analysis:
+def _sweep_analysis(path, spec, table, metrics, name, bootstrap, seed, shared) -> Analysis:
     """One Analysis of a sweep's table (all of it, or one value of its momentum axis);
-    ``found``: the network, charts and damaged runs of the whole sweep."""
+    ``shared``: the network, charts and damaged runs of the whole sweep."""
     missing = table.loc[~table["status"].isin(["finished", "diverged", "damaged"]),
                         "run"].tolist()
     diverged = table.loc[table["status"] == "diverged", "run"].tolist()
@@ -136,12 +136,12 @@ def _sweep_analysis(path, spec, table, metrics, name, bootstrap, seed, found) ->
              "width": spec.width, "dataset": spec.dataset,
              "d": int(done["d"].iloc[0]) if not done.empty else None,
              "iterations": spec.iterations, "configurations": len(table),
-             "seeds": len(spec.seeds), "optimizer": _optimizer_label(table), **found["setup"]}
+             "seeds": len(spec.seeds), "optimizer": _optimizer_label(table), **shared["setup"]}
     note = PAPER_TABLE4_NOTES.get((*setup_key, spec.protocol))
     if note:
         setup["paper_note"] = note
     runs = {"missing": missing, "diverged": diverged, "converging": still,
-            "damaged": found["damaged"]}
+            "damaged": shared["damaged"]}
     path = Path(path)
     figures = (path / "figures" if name == spec.name
                else path / "figures" / f"momentum{name.rsplit(' ', 1)[-1]}")

@@ -60,7 +60,10 @@ FIGURES = (
                and len(a.metrics) > 0),
     FigureSpec("monitor", "each scale-invariant group's norm and angle per step against the "
                "predicted equilibrium, the groups' temperatures and Z = pV/(RT)", fig_monitor,
-               _has("angular_update_theory")),
+               # a monitored run logs per group; isotropic and network tables carry the
+               # predicted angle too, but no groups
+               lambda a: a.metrics is not None and "group" in a.metrics
+               and "scale_invariant" in a.metrics and _has("angular_update_theory")(a)),
 )
 
 
