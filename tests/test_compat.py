@@ -23,13 +23,24 @@ def one_thread():
 
 
 ENTROPIES = ["entropy_sphere", "entropy"]
+# torch's CPU kernels of the machine that made tests/data/v0_1. Another vector width (AVX2
+# against AVX-512) changes the rounding of the convolutions, and the small BatchNorm network
+# amplifies one ulp into percents within a hundred steps: the pinned trajectory is then
+# another machine's, and only its shape can be compared.
+PINNED_CAPABILITY = "AVX512"
 
 
 def _same_trajectory(got, pinned):
     """Every logged quantity bit for bit, except the entropies: the CPU chart now runs as fused
     numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits. Columns
     added since 0.1 (the angle per step and the optimizer's predictions) are not pinned."""
+    assert set(pinned.columns) <= set(got.columns)
     got = got[list(pinned.columns)]
+    assert list(got["iteration"]) == list(pinned["iteration"])
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != PINNED_CAPABILITY:
+        pytest.skip(f"the trajectory was pinned with torch's {PINNED_CAPABILITY} kernels; this "
+                    f"CPU runs {capability}, whose rounding the network amplifies")
     pd.testing.assert_frame_equal(got.drop(columns=ENTROPIES), pinned.drop(columns=ENTROPIES),
                                   check_exact=True)
     pd.testing.assert_frame_equal(got[ENTROPIES], pinned[ENTROPIES], check_exact=False,

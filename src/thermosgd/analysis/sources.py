@@ -226,7 +226,8 @@ def read_protocol_folder(folder) -> tuple[pd.DataFrame, dict]:
         raise ValueError(f"{path} is damaged ({_first_line(err)}); {fix}") from None
     traces = folder / "traces.npz"
     try:
-        with np.load(traces) as archive:
+        # the file is opened here so that it is closed when numpy refuses it
+        with open(traces, "rb") as handle, np.load(handle) as archive:
             archive.files  # the zip directory: a truncated or foreign file fails here
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{traces} is damaged ({_first_line(err)}); {fix}") from None
@@ -253,9 +254,11 @@ def read_isotropic(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analys
                          "'isotropic'); give the --out of `thermosgd reproduce isotropic`")
     out = []
     protocols = manifest.get("config", {}).get("protocols", [])
-    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
-        raise ValueError(f"{path / MANIFEST} is damaged (no list of protocols in it); restore "
-                         "it, or run the same command into a new --out")
+    from thermosgd.protocols import PROTOCOLS
+
+    if not isinstance(protocols, list) or not all(p in PROTOCOLS for p in protocols):
+        raise ValueError(f"{path / MANIFEST} is damaged (no list of known protocols in it: "
+                         f"{protocols!r}); restore it, or run the same command into a new --out")
     for protocol in protocols:
         folder = path / protocol
         try:
