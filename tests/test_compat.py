@@ -27,7 +27,11 @@ ENTROPIES = ["entropy_sphere", "entropy"]
 
 def _same_trajectory(got, pinned):
     """Every logged quantity bit for bit, except the entropies: the CPU chart now runs as fused
-    numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits."""
+    numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits. The raw
+    chart's columns, which 0.1 did not record, are left out of the comparison."""
+    raw = ["entropy_sphere_raw", "entropy_raw"]
+    assert got[raw[1]].notna().any()
+    got = got.drop(columns=raw)
     pd.testing.assert_frame_equal(got.drop(columns=ENTROPIES), pinned.drop(columns=ENTROPIES),
                                   check_exact=True)
     pd.testing.assert_frame_equal(got[ENTROPIES], pinned[ENTROPIES], check_exact=False,
