@@ -1,15 +1,15 @@
 """The sphere chart on the CPU as fused numba passes (the torch path, ``_chart``, serves CUDA
 and inputs too large to keep in float64).
 
-``scan`` reads the input once for validation, row norms and the mean direction. ``chart_rows``
-turns every row into its angles (eq. 26) and its log-Jacobian (eq. 27) in one sweep over the
-row, in the same order of operations as the torch chart: reversed coordinates, the optional
-Householder reflection, cumulative sums of squares, atan2 of each coordinate against the root of
-the sum before it. The row is processed in blocks that stay in L1 cache, and it is written in
-float64 (for the exact distances) and float32 (for the Gram screen) at once. The stored angles
-are not centred: both charts measure angles from the mean direction's own coordinates, so the
-sample's mean is already near zero (its offset is second order in the angular spread), which is
-all the float32 screen's error bound needs (``_screen``).
+``scan_rows`` reads the input once for validation, row norms and the mean direction;
+``chart_rows`` turns every row into its angles (eq. 26) and its log-Jacobian (eq. 27) in one
+sweep over the row, in the same order of operations as the torch chart: reversed coordinates,
+the optional Householder reflection, cumulative sums of squares, atan2 of each coordinate
+against the root of the sum before it. The row is processed in blocks that stay in L1 cache, and
+it is written in float64 (for the exact distances) and float32 (for the Gram screen) at once.
+The stored angles are not centred: both charts measure angles from the mean direction's own
+coordinates, so the sample's mean is already near zero (its offset is second order in the
+angular spread), which is all the float32 screen's error bound needs (``_screen``).
 
 Every kernel compiles with ``error_model="numpy"``: the Python error model tests each division
 for a zero divisor, which keeps LLVM from vectorizing the loops.
