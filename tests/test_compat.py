@@ -32,9 +32,10 @@ PINNED_CAPABILITY = "AVX512"
 
 def _same_trajectory(got, pinned):
     """Every logged quantity bit for bit, except the entropies: the CPU chart now runs as fused
-<<<<<<< HEAD
     numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits. Columns
-    added since 0.1 (the angle per step and the optimizer's predictions) are not pinned."""
+    added since 0.1 (the raw chart's entropies, the angle per step and the optimizer's
+    predictions) are not pinned."""
+    assert got["entropy_raw"].notna().any()
     assert set(pinned.columns) <= set(got.columns)
     got = got[list(pinned.columns)]
     assert list(got["iteration"]) == list(pinned["iteration"])
@@ -42,13 +43,6 @@ def _same_trajectory(got, pinned):
     if capability != PINNED_CAPABILITY:
         pytest.skip(f"the trajectory was pinned with torch's {PINNED_CAPABILITY} kernels; this "
                     f"CPU runs {capability}, whose rounding the network amplifies")
-=======
-    numba passes whose sums and atan2 differ from 0.1's torch chart in the last bits. The raw
-    chart's columns, which 0.1 did not record, are left out of the comparison."""
-    raw = ["entropy_sphere_raw", "entropy_raw"]
-    assert got[raw[1]].notna().any()
-    got = got.drop(columns=raw)
->>>>>>> issue-15
     pd.testing.assert_frame_equal(got.drop(columns=ENTROPIES), pinned.drop(columns=ENTROPIES),
                                   check_exact=True)
     pd.testing.assert_frame_equal(got[ENTROPIES], pinned[ENTROPIES], check_exact=False,
