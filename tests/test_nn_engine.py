@@ -157,7 +157,7 @@ def test_a_run_written_before_a_field_existed_resumes_with_its_default(digits, t
     pd.testing.assert_frame_equal(first.metrics, again.metrics)
     noisy = TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-2,
                         label_noise=0.3, **SHORT)
-    with pytest.raises(ValueError, match=r"another configuration \(label_noise 0.0 -> 0.3\)"):
+    with pytest.raises(ValueError, match=r"another configuration \(label_noise 0.0 -> 0.3[;)]"):
         train(noisy, tmp_path, dataset=digits, progress=False)
     with pytest.raises(ValueError, match=r"--label-noise\) must be a fraction in \[0, 1\]"):
         TrainConfig(protocol="fixed-lr", learning_rate=0.1, weight_decay=1e-2, label_noise=2)

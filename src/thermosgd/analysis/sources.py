@@ -208,7 +208,8 @@ def read_protocol_folder(folder) -> tuple[pd.DataFrame, dict]:
         config = json.loads(marker.read_text())["config"]
         dict(config)
         expected = (len(config["learning_rates"]) * len(config["seeds"])
-                    * len(config.get("weight_decays") or config.get("radii") or [None]))
+                    * len(config.get("weight_decays") or config.get("radii") or [None])
+                    * len(config.get("momenta") or [None]))  # a grid over beta
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{marker} is damaged ({_first_line(err)}); {fix}") from None
     path = folder / "stationary.csv"
