@@ -45,8 +45,10 @@ def _same_trajectory(got, pinned):
                     f"CPU runs {capability}, whose rounding the network amplifies")
     pd.testing.assert_frame_equal(got.drop(columns=ENTROPIES), pinned.drop(columns=ENTROPIES),
                                   check_exact=True)
+    # the chart's atan2 is a 2-ulp polynomial and the kNN sums are reordered: relative 1e-8
+    # of an entropy of a few hundred nats is 1e-6 nats, far below the estimator's own noise
     pd.testing.assert_frame_equal(got[ENTROPIES], pinned[ENTROPIES], check_exact=False,
-                                  rtol=1e-10, atol=0)
+                                  rtol=1e-8, atol=0)
 
 
 def _copy(name, tmp_path) -> Path:
