@@ -26,6 +26,7 @@ def _prepare(args):
         return _prepare_sweep(args, progress)
     if args.command == "train":
         return _prepare_train(args, progress)
+    optimizer, momenta = _optimizer(args)
     if args.command == "simulate":
         configs = [IsotropicConfig(
             protocol=args.protocol, learning_rates=args.lr, weight_decays=args.wd,
@@ -33,11 +34,10 @@ def _prepare(args):
             iterations=args.iterations, log_every=args.log_every,
             stationary_logs=args.stationary_logs, queue_size=args.queue_size,
             queue_every=args.queue_every, entropy_every=args.entropy_every,
-            entropy_average=args.entropy_average, optimizer=_optimizer(args)[0],
-            momenta=_optimizer(args)[1])]
+            entropy_average=args.entropy_average, optimizer=optimizer, momenta=momenta)]
         scale = "custom"
     else:
-        configs, scale = isotropic_configs(args.scale, optimizer=_optimizer(args)[0]), args.scale
+        configs, scale = isotropic_configs(args.scale, optimizer=optimizer), args.scale
     _io.check_output_dir(args.out, KIND)
 
     def job():
@@ -138,13 +138,13 @@ def _prepare_sweep(args, progress):
     if args.sweep_command == "status":
         sweeps.read_sweep_dir(args.dir)
         return lambda: sweeps.describe_status(args.dir)
+    optimizer, momenta = _optimizer_options(args)
     spec = sweeps.sweep_from_options(
         args.spec, protocol=args.protocol, model=args.model, width=args.width,
         dataset=args.dataset, iterations=args.iterations, queue_size=args.queue_size,
         learning_rates=args.lr, weight_decays=args.wd, radii=args.radius, seeds=args.seeds,
-        momenta=_optimizer_options(args)[1],
-        train={name: getattr(args, name) for name in _SWEEP_TRAIN_FIELDS
-               if getattr(args, name) is not None} | _optimizer_options(args)[0] or None)
+        momenta=momenta, train={name: getattr(args, name) for name in _SWEEP_TRAIN_FIELDS
+                                if getattr(args, name) is not None} | optimizer or None)
     _check_run_options(args)
     options = {"data": args.data, "scale": args.scale, "max_batch": args.max_batch,
                "progress": progress, "checkpoint_every": args.checkpoint_every,
