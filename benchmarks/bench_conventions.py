@@ -16,10 +16,18 @@ convnet-digits-fixed-lr --out DIR``). Two parts:
 2. Table 4 (eq. 108-110) fitted on the stationary entropies in each chart (aligned, raw) and
    over the last 30 or 60 logs (one of the paper's CIFAR-100 notebooks averages 60).
 
+3. With ``--paper-sweep DIR``, the same grid trained again with ``--measurement paper``: the
+   training is the same (the measurement draws from its own generators and leaves BatchNorm's
+   buffers as it found them; checked by comparing ||w|| at the log points both schedules share),
+   so the two sweeps differ only in what is measured and when. Per run, the stationary means of
+   U, sigma^2, the measured and the SDE r* in each mode over the last 30 and 60 logs, and Table 4
+   fitted on each sweep's stationary entropies in each chart: every convention together,
+   including the truncated log schedule.
+
 Also the cost of the raw chart at a log point, as a ratio to the aligned one and to the whole
 log-point measurement, timed in the same process.
 
-Usage: python benchmarks/bench_conventions.py SWEEP_DIR
+Usage: python benchmarks/bench_conventions.py SWEEP_DIR [--paper-sweep DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,10 +36,8 @@ import argparse
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -130,13 +136,68 @@ def stationary_windows(metrics: pd.DataFrame, table: pd.DataFrame) -> dict:
             "logs_with_entropy": int(by_run["entropy"].count().min())}
 
 
+STATIONARY = ["train_loss", "sigma2", "radius", "radius_theory"]
+TABLE4_KEYS = ("r2", "(a1-a2)/R", "(2a3-a5)/R", "(2a4-a5)/R", "centre/R", "max_rel_error")
+
+
+def _finished(sweep: Path):
+    from thermosgd import sweeps
+
+    metrics, table = sweeps.gather(sweep)
+    done = table.loc[table["status"] == "finished", "run"]
+    return metrics[metrics["run"].isin(done)], table, sweeps.read_sweep_dir(sweep)[0]
+
+
+def compare_sweeps(ours_dir: Path, paper_dir: Path) -> dict:
+    """The same grid measured thermosgd's way and the paper code's way (module docstring, 3)."""
+    ours, table, spec = _finished(ours_dir)
+    paper, _, _ = _finished(paper_dir)
+    runs = sorted(set(ours["run"]) & set(paper["run"]))
+    shared = ours.merge(paper, on=["run", "iteration"], suffixes=("", "_paper"))
+    shared = shared[shared["run"].isin(runs)]
+    same_training = float((shared["radius_paper"] / shared["radius"] - 1).abs().max())
+    out = {"runs": len(runs), "shared_log_points": len(shared),
+           "max_rel_diff_radius_at_shared_logs": same_training,
+           "log_points": {"ours": int(ours.groupby("run").size().median()),
+                          "paper": int(paper.groupby("run").size().median())}}
+    d = int(table["d"].dropna().iloc[0])
+    for logs in (30, 60):
+        means = {name: frame[frame["run"].isin(runs)].groupby("run").tail(logs).groupby("run")
+                 [STATIONARY + ["learning_rate", "weight_decay", "entropy", "entropy_raw"]].mean()
+                 for name, frame in (("ours", ours), ("paper", paper))}
+        ratio = means["paper"][STATIONARY] / means["ours"][STATIONARY] - 1
+        out[f"last{logs}"] = {c: {"mean": float(ratio[c].mean()), "min": float(ratio[c].min()),
+                                  "max": float(ratio[c].max())} for c in STATIONARY}
+        if len(runs) >= fits.MIN_FIT_POINTS:
+            for name, m in means.items():
+                for column in ("entropy", "entropy_raw"):
+                    fit = fits.table4(m["learning_rate"], m["weight_decay"], m[column],
+                                      protocol=spec.protocol, d=d, bootstrap=0)
+                    out[f"last{logs}"][f"table4_{column}_{name}"] = {
+                        k: fit[k] for k in TABLE4_KEYS if k in fit}
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
+    parser.add_argument("--paper-sweep", type=Path, default=None,
+                        help="the same grid trained with --measurement paper")
+    parser.add_argument("--only-compare", action="store_true",
+                        help="with --paper-sweep: skip the per-state conventions (part 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
     parser.add_argument("--runs", type=int, default=None, help="at most this many states")
     args = parser.parse_args()
     from thermosgd import sweeps
+
+    compared = None
+    if args.paper_sweep is not None:
+        compared = compare_sweeps(args.sweep, args.paper_sweep)
+        print(json.dumps(compared, indent=1), flush=True)
+        if args.only_compare:
+            if args.out:
+                args.out.write_text(json.dumps(compared, indent=1))
+            return
 
     spec, scale = sweeps.read_sweep_dir(args.sweep)
     metrics, table = sweeps.gather(args.sweep)
@@ -173,7 +234,8 @@ def main():
               "windows": stationary_windows(metrics, table), "chart_seconds": cost}
     print(json.dumps(report, indent=1))
     if args.out:
-        args.out.write_text(json.dumps({"states": rows} | report, indent=1))
+        extra = {} if compared is None else {"paper_sweep": compared}
+        args.out.write_text(json.dumps({"states": rows} | report | extra, indent=1))
 
 
 if __name__ == "__main__":

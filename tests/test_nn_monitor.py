@@ -89,6 +89,69 @@ def test_groups_follow_the_normalization():
         Monitor(model, opt, groups=["conv9.weight"])
 
 
+class InPlaceResidual(nn.Module):
+    """A conv whose output gets a residual added in place before its BatchNorm: the norm's
+    input is the conv's output object, but not the conv's output any more."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x):
+        out = self.c(x)
+        out += x
+        return self.head(self.bn(out).mean((2, 3)))
+
+
+def _logits_after_scaling(model, x, name, row, factor):
+    with torch.no_grad():
+        param = dict(model.named_parameters())[name]
+        saved = param.clone()
+        param[row] *= factor
+        out = model(x)
+        param.copy_(saved)
+    return out
+
+
+def test_a_layer_output_that_also_feeds_a_shortcut_is_not_a_group():
+    from thermosgd.nn.models import build_model
+
+    model = build_model("resnet18", width=2)
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = [f"blocks.{b}.conv1.weight[{c}]" for b in range(8)
+                for c in range(model.blocks[b].conv1.weight.shape[0])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Monitor(model, opt, example=x[:2]) as mon:
+            # the stem feeds block 0's BatchNorm and, unnormalized, its identity shortcut
+            assert mon.groups == expected
+            assert "stem.weight" in mon.not_scale_invariant
+        with Monitor(model, opt) as first_step:  # found on a training step's forward pass
+            loss = F.cross_entropy(model(x), torch.arange(8) % 10)
+            loss.backward()
+            opt.step()
+            assert first_step.groups == expected
+    model.train()
+    base = model(x).detach()
+    kept = _logits_after_scaling(model, x, "blocks.3.conv1.weight", 1, 5.0)
+    moved = _logits_after_scaling(model, x, "stem.weight", 1, 5.0)
+    assert torch.allclose(kept, base, rtol=1e-4, atol=1e-5)  # a group: the loss does not move
+    assert (moved - base).abs().max() > 1e-2  # the stem's channel is not scale-invariant
+
+
+def test_an_output_changed_in_place_before_its_norm_is_not_a_group():
+    model = InPlaceResidual()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Monitor(model, opt, example=torch.randn(2, 2, 4, 4)) as mon:
+            assert mon.groups == []
+            assert "c.weight" in mon.not_scale_invariant
+
+
 def test_groups_are_found_on_the_first_step_and_are_scale_invariant():
     torch.manual_seed(0)
     model, (x, y) = Tiny(), _data(32, (1, 4, 4), 3)

@@ -15,11 +15,17 @@ LayerNorm over all output features the whole layer, with its bias
 =================================  =============================================================
 
 Found structurally: forward hooks record which Conv/Linear output tensor is, as the same Python
-object, the input of a normalization layer, so any op in between (a ReLU, a residual add, a
-bias added by hand) breaks the match. A conv output that also feeds something else is not seen
-by this test; the monitor's running check (the gradient stays orthogonal to each group,
-P2: grad L(w) . w = 0) catches it. Models whose normalization is a functional call rather than
-a module are not seen either: name their groups (``groups=``) by hand.
+object and unmodified (its in-place version counter unchanged), the input of a normalization
+layer, so any op in between (a ReLU, a residual add, in place or not, a bias added by hand)
+breaks the match. The output must also feed nothing else: a pre-activation ResNet's stem conv
+goes into the first block's BatchNorm and, unnormalized, into its identity shortcut, so its
+channels are not scale-invariant on their own. Where the forward pass records a graph (a
+training step, or the ``example`` pass, run with gradients on), each such output's autograd
+node must have one consumer in the graph that leads to the model's outputs; without a graph
+this part of the test is skipped, and the monitor's running check (the gradient stays
+orthogonal to each group, P2: grad L(w) . w = 0) is what catches a shared output. Models whose
+normalization is a functional call rather than a module are not seen: name their groups
+(``groups=``) by hand.
 """
 
 from __future__ import annotations
@@ -52,38 +58,62 @@ class Recorder:
     """Forward hooks that watch the model's first forward passes for Conv/Linear -> norm edges.
 
     Outputs are held by reference until the root module's forward ends, so Python ids are not
-    reused within a pass. ``edges`` maps a layer's module name to (norm module, its class name).
+    reused within a pass. ``edges`` maps a layer's module name to (norm module, its class name);
+    ``shared`` names the layers whose output, fed to a norm, also fed something else.
     """
 
     def __init__(self, model: nn.Module):
         self.edges: dict[str, tuple[nn.Module, str]] = {}
-        self._outputs: dict[int, tuple[str, torch.Tensor]] = {}
+        self.shared: set[str] = set()
+        self._found: dict[str, tuple[nn.Module, str]] = {}
+        self._pass_edges: list[tuple[str, torch.Tensor]] = []
+        self._outputs: dict[int, tuple[str, torch.Tensor, int]] = {}
         self._handles = []
+        self._depth = 0
         names = {m: n for n, m in model.named_modules()}
         for module, name in names.items():
+            # a pass is the outermost module call: the model's own forward, or a submodule
+            # called directly (a LightningModule's training_step calls its network)
+            self._handles.append(module.register_forward_pre_hook(self._enter))
             if isinstance(module, _LINEAR):
                 self._handles.append(module.register_forward_hook(self._output(name)))
             elif isinstance(module, (*_PER_CHANNEL, nn.GroupNorm, nn.LayerNorm)):
                 self._handles.append(module.register_forward_pre_hook(self._input(module)))
-        self._handles.append(model.register_forward_hook(lambda *_: self._outputs.clear()))
-        self.passes = 0
-        self._handles.append(model.register_forward_hook(self._count))
+            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
 
-    def _count(self, *_):
-        self.passes += 1
+    def _enter(self, module, args):
+        self._depth += 1
+
+    def _leave(self, module, args, output):
+        self._depth -= 1
+        if self._depth == 0:
+            self._end_of_pass(output)
+
+    def _end_of_pass(self, output):
+        """Keep the pass's edges whose layer output has no other consumer in the graph."""
+        counts = _consumers(output) if any(t.grad_fn is not None
+                                           for _, t in self._pass_edges) else None
+        for name, tensor in self._pass_edges:
+            if counts is not None and counts.get(tensor.grad_fn, 0) > 1:
+                self.shared.add(name)
+        self.edges = {name: edge for name, edge in self._found.items()
+                      if name not in self.shared}
+        self._pass_edges.clear()
+        self._outputs.clear()
 
     def _output(self, name):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor):
-                self._outputs[id(output)] = (name, output)
+                self._outputs[id(output)] = (name, output, output._version)
         return hook
 
     def _input(self, norm):
         def hook(module, args):
             if args and isinstance(args[0], torch.Tensor) and id(args[0]) in self._outputs:
-                name, tensor = self._outputs[id(args[0])]
-                if tensor is args[0]:
-                    self.edges.setdefault(name, (norm, type(norm).__name__))
+                name, tensor, version = self._outputs[id(args[0])]
+                if tensor is args[0] and tensor._version == version:  # not changed in place
+                    self._found.setdefault(name, (norm, type(norm).__name__))
+                    self._pass_edges.append((name, tensor))
         return hook
 
     def remove(self) -> None:
@@ -91,6 +121,35 @@ class Recorder:
             handle.remove()
         self._handles.clear()
         self._outputs.clear()
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """The tensors in a forward pass's output: a tensor, or nested tuples, lists and dicts
+    (a Hugging Face ModelOutput is a dict)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _consumers(output) -> dict:
+    """{autograd node: how many edges of the graph behind ``output`` point at it}."""
+    counts: dict = {}
+    stack = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            counts[child] = counts.get(child, 0) + 1
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return counts
 
 
 def _groups_of_layer(name: str, module: nn.Module, norm: nn.Module, kind: str) -> list[Group]:

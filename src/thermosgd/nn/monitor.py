@@ -148,7 +148,7 @@ class Monitor:
         elif example is not None:
             was = model.training
             model.eval()  # structure only: no BatchNorm statistics move
-            with torch.no_grad():
+            with torch.enable_grad():  # a graph, to see which layer outputs feed two ops
                 model(example)
             model.train(was)
             self._finalize()
