@@ -297,3 +297,18 @@ def test_train_with_momentum_grid_records_the_optimizer(tmp_path, capsys):
     assert table["optimizer"].tolist() == ["momentum"] * 2
     assert sorted(table["momentum"]) == [0.5, 0.9]
     assert {"angular_update", "angular_update_theory"} <= set(table.columns)
+
+
+@pytest.mark.parametrize("module", ["thermosgd", "thermosgd.cli"])
+def test_python_dash_m_runs_the_command(module):
+    import subprocess
+    import sys
+
+    from thermosgd import __version__
+
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and __version__ in done.stdout
+    bad = subprocess.run([sys.executable, "-m", module, "simulate", "--steps", "-3"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip()

@@ -1,0 +1,7 @@
+"""``python -m thermosgd``: the ``thermosgd`` command."""
+
+import sys
+
+from thermosgd.cli import main
+
+sys.exit(main())
