@@ -12,9 +12,9 @@ import contextlib
 import math
 
 import numba
-import numpy as np
 import torch
-from numba import njit, prange
+
+from thermosgd.entropy import _screen
 
 _CANDIDATES = 8  # k: candidates per point kept by the float32 screen for the exact float64 pass
 _CHUNK_BYTES = 2**24  # bytes of one row-chunk temporary (< 32 MiB: malloc reuses, no mmap)
@@ -99,8 +99,9 @@ def _nn_sqdist_gram(x32, sq32, x64=None, *, k=_CANDIDATES, block=None):
     rows_a, rows_b = pairs // n, (pairs // (n * n)) * n + pairs % n  # rows of the (B N, D) view
     src = (x64 if x64 is not None else x32).reshape(b * n, dim)
     if dev.type == "cpu":  # fused in numba: no gathered copies, row a stays in cache
-        with _torch_threads_kept():
-            dist = torch.from_numpy(_pair_sqdist(src.numpy(), rows_a.numpy(), rows_b.numpy()))
+        dist = torch.from_numpy(_screen.pair_sqdist(
+            src.numpy(), rows_a.numpy(), rows_b.numpy(),
+            threads=_screen.thread_count(rows_a.numel() * dim)))
     else:
         dist = _pair_sqdist_torch(src, rows_a, rows_b)
     d2 = dist[inverse].view(b, n, k).amin(-1)
@@ -140,20 +141,3 @@ def _pair_sqdist_torch(x, rows_a, rows_b):
         diff.sub_(x.index_select(0, rows_b[p]))
         dist[p] = torch.linalg.vector_norm(diff, dim=-1).square_()
     return dist
-
-
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _pair_sqdist(x, rows_a, rows_b):  # pragma: no cover - compiled
-    """||x_a - x_b||^2 by explicit float64 differences for row pairs of x (M, D) (float32/64).
-
-    Reassociation only lets the sum vectorize (several partial sums); every term is exact.
-    """
-    out = np.empty(rows_a.size)
-    for p in prange(rows_a.size):
-        i, j = rows_a[p], rows_b[p]
-        s = 0.0
-        for t in range(x.shape[1]):
-            diff = np.float64(x[i, t]) - np.float64(x[j, t])
-            s += diff * diff
-        out[p] = s
-    return out

@@ -126,14 +126,21 @@ def _nn_set(x32, sq, src, threads):
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     keys, inverse = np.unique(lo * n + hi, return_inverse=True)  # each pair once, i-major
     a, b = keys // n, keys % n
-    dist = np.empty(keys.size)
-    pool_map(_pair_sqdist_range, [(src, a, b, dist, p0, p1)
-                                  for p0, p1 in row_ranges(keys.size, 8 * threads)], threads)
+    dist = pair_sqdist(src, a, b, threads=threads)
     d2 = np.full(n, np.inf)
     np.minimum.at(d2, rows, dist[inverse])
     if full.size:
         d2[full] = _rows_against_all(src, full)
     return d2
+
+
+def pair_sqdist(x, rows_a, rows_b, *, threads=1):
+    """||x_a - x_b||^2 in float64 for the row pairs (rows_a[p], rows_b[p]) of x (M, D), float32
+    or float64, by explicit differences, on ``threads`` threads."""
+    dist = np.empty(rows_a.size)
+    pool_map(_pair_sqdist_range, [(x, rows_a, rows_b, dist, p0, p1)
+                                  for p0, p1 in row_ranges(rows_a.size, 8 * threads)], threads)
+    return dist
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
