@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from _monitor_models import BnNet
 from torch import nn
 
 import thermosgd
@@ -39,19 +40,6 @@ class Tiny(nn.Module):
         x = F.relu(self.g2(self.c2(x)))
         x = self.b3(F.relu(self.c3(x)))
         return self.head(F.relu(self.ln(self.fc(x.mean((2, 3))))))
-
-
-class BnNet(nn.Module):
-    """One Linear -> BatchNorm1d layer and a head: 3 per-channel groups."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(5, 3, bias=False)
-        self.bn = nn.BatchNorm1d(3, affine=False)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.bn(self.fc(x)))
 
 
 def _data(n=64, shape=(5,), classes=2, seed=0):

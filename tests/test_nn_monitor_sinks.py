@@ -7,21 +7,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from _monitor_models import BnNet
 from torch import nn
 
 from thermosgd.nn.monitor import Monitor
 from thermosgd.results import monitordir
-
-
-class BnNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(5, 3, bias=False)
-        self.bn = nn.BatchNorm1d(3, affine=False)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.bn(self.fc(x)))
 
 
 def _loop(model, opt, steps=6):
