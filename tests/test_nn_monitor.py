@@ -311,6 +311,7 @@ def test_run_directory_is_analysed_plotted_and_reported(tmp_path):
     assert (out / "figures" / "monitor.png").is_file()
     report = (out / "report.md").read_text()
     assert "norm vs r*" in report and "monitor.png" in report
+    assert "thermosgd.Monitor" in report and "Each grid point" not in report  # its own intro
     table = pd.read_csv(out / "analysis_table.csv")
     assert set(table["group"]) == {"fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "other", "all"}
 

@@ -40,6 +40,14 @@ INTRO = (
     "entropy slopes (V3) and constant entropy along adiabats (V4); and V3 as the paper's "
     "Table 4: the quadratic entropy fit of eq. 34/108, its Maxwell relation and 95 % bootstrap "
     "intervals, with the paper's value beside ours where the paper has the same setup.")
+MONITOR_INTRO = (
+    "A training run of your own, watched by thermosgd.Monitor: for each scale-invariant group "
+    "(the weights of a channel or layer whose output goes straight into a normalization) and "
+    "for their union, the weight norm r, the angle turned per step, the effective learning "
+    "rate, Tr Σ from the loop's own gradients, temperature T, pressure p and Z = pV/(RT), "
+    "beside the stationary radius and angle that the optimizer in use predicts, and the "
+    "regime each group is in. The predictions apply only where a group has reached its "
+    "stationary state.")
 
 
 @dataclass
@@ -304,7 +312,10 @@ def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = Non
     provenance = _io.provenance()
     revision = f"{provenance['package_version']}, git revision {provenance['git_revision']}"
     setup.append(("thermosgd", revision))
-    written = _page.write_page(dest, _page.Page(title=title, intro=[INTRO], setup=setup,
+    kinds = {a.kind for a in analysed}
+    intro = ([INTRO] if kinds - {"monitor"} else []) + ([MONITOR_INTRO] if "monitor" in kinds
+                                                        else [])
+    written = _page.write_page(dest, _page.Page(title=title, intro=intro, setup=setup,
                                                 sections=sections,
                                                 tolerances=tolerance_lines()))
     write_analyses(path, analysed, out=out)
