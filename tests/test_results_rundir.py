@@ -6,6 +6,8 @@ an early first checkpoint)."""
 import json
 import logging
 import shutil
+import struct
+import zipfile
 
 import pandas as pd
 import pytest
@@ -75,7 +77,20 @@ def test_a_lost_config_json_is_rebuilt_from_the_runs_own_records(tmp_path, finis
     assert json.loads((out / "config.json").read_text()) == original
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def _flip_a_tensor_bit(path):
+    """Flip one bit in the middle of the largest tensor stored in a torch zip checkpoint (torch
+    stores tensor data uncompressed and checks no CRC of it on reading)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    header = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", data[header + 26: header + 30])
+    data[header + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "bitflip"])
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, finished, capsys, caplog,
                                                              damage):
     out = tmp_path / "run"
@@ -83,12 +98,17 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, finished,
     metrics = pd.read_parquet(out / "metrics.parquet")
     (out / "summary.json").unlink()
     data = (out / "checkpoint.pt").read_bytes()
-    (out / "checkpoint.pt").write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
-                                         "garbage": b"not a checkpoint" * 50}[damage])
+    if damage == "bitflip":
+        _flip_a_tensor_bit(out / "checkpoint.pt")
+    else:
+        (out / "checkpoint.pt").write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                                             "garbage": b"not a checkpoint" * 50}[damage])
     assert rundir.problem(out) is None  # the previous one is good: the run can resume
     with caplog.at_level(logging.WARNING, logger="thermosgd"):
         assert _train(out) == 0
     assert "resuming from the previous checkpoint checkpoint.prev.pt (iteration 40)" in caplog.text
+    if damage == "bitflip":
+        assert "do not match their CRC-32" in caplog.text
     pd.testing.assert_frame_equal(pd.read_parquet(out / "metrics.parquet"), metrics)
     assert rundir.load_checkpoint(out)["iteration"] == 60  # a good one again
 

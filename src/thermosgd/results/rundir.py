@@ -6,7 +6,8 @@ first), ``summary.json`` (status, stationary means over the last logs, timings) 
 ``checkpoint.pt`` (everything a resumed run needs to continue bit for bit) with
 ``checkpoint.prev.pt``, the one before it: a new checkpoint replaces the old only once it is
 complete and loads back, and a resumed run falls back to the previous one when the newest is
-damaged.
+damaged. A checkpoint carries a CRC-32 of its contents (every tensor's bytes, then the rest), so
+that a changed byte inside tensor data, which torch's reader does not check, is found as well.
 
 Every file carries the configuration (config.json, the manifest, summary.json, the
 checkpoint): a run is resumed or read back only when all of them agree with the options given.
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +144,33 @@ def _zip_problem(path: Path) -> str | None:
     return None
 
 
+def _digest(state: dict) -> int:
+    """CRC-32 of a checkpoint's contents but its ``digest``: every tensor's bytes in a fixed
+    order, then the JSON of the rest (keys, dtypes, shapes, numbers: exact as JSON writes
+    floats)."""
+    import torch
+
+    crc, layout = 0, []
+
+    def walk(path, value):
+        nonlocal crc
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            crc = zlib.crc32(flat.view(torch.uint8).numpy(), crc)
+            layout.append([path, str(value.dtype), list(value.shape)])
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                walk(f"{path}/{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{path}/{i}", item)
+        else:
+            layout.append([path, value])
+
+    walk("", {k: v for k, v in state.items() if k != "digest"})
+    return zlib.crc32(json.dumps(layout, default=repr).encode(), crc)
+
+
 def _load(path: Path) -> dict:
     import torch
 
@@ -152,6 +181,8 @@ def _load(path: Path) -> dict:
         raise ValueError(why.split(". ")[0][:160]) from None
     if not isinstance(state, dict) or not {"iteration", "w", "rows", "config"} <= set(state):
         raise ValueError("not a thermosgd checkpoint")
+    if "digest" in state and _digest(state) != state["digest"]:  # older ones carry none
+        raise ValueError("its contents do not match their CRC-32: a byte changed on disk")
     return state
 
 
@@ -248,6 +279,7 @@ def save_checkpoint(path: Path, *, config, iteration, w, buffers, generator_stat
     }
     if optimizer_state is not None:
         state["optimizer"] = optimizer_state
+    state["digest"] = _digest(state)
 
     def write(tmp):
         torch.save(state, tmp)
