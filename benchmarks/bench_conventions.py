@@ -91,6 +91,48 @@ def conventions_at(engine: Engine) -> dict:
     return out
 
 
+def q_excess(engine: Engine, draws: int, passes: int = 0) -> dict:
+    """Where the paper's Tr Sigma sits above ours: with Q batch gradients g_q drawn as the
+    paper's code draws them, 1/Q sum ||g_q - c||^2 = (their sample spread about their own mean
+    g_bar) + ||g_bar - c||^2 exactly, for any centre c. The paper's code takes c = the full
+    gradient with BatchNorm batches of 1024; the batch-128 gradients average to g_bar, not to
+    it. Returns both parts (times ||w||^2, as the traces are reported) and, with ``passes``,
+    ours from that many passes on a generator of its own (every run of a sweep measures at
+    the same iterations with the same seed, so the two-pass estimates of a sweep share one
+    draw of their batches: a reference with many passes tells a shared fluctuation from a
+    bias)."""
+    cfg, d = engine.configs[0], engine.d
+    n = engine.data.train_x.shape[0]
+    saved = {k: t.clone() for k, t in engine.buffers.items()}
+    r2 = float(engine._norms2()[0])
+    batch_gradients = engine._measure_gradients(saved)
+    full = torch.zeros(d, dtype=torch.float64)
+    for start in range(0, n, measure.PAPER_FULL_BATCH):
+        idx = torch.arange(start, min(start + measure.PAPER_FULL_BATCH, n))
+        full += idx.numel() / n * batch_gradients(idx[None])[0][0].double()
+    gen = torch.Generator().manual_seed(measure.measure_seed(cfg.seed, engine.iteration) + 1)
+    total, squares = torch.zeros(d, dtype=torch.float64), 0.0
+    for _ in range(draws):
+        g = batch_gradients(torch.randint(0, n, (1, cfg.batch_size), generator=gen))[0][0]
+        g = g.double()
+        total += g
+        squares += float(g.square().sum())
+    mean = total / draws
+    spread = (squares - draws * float(mean.square().sum())) / (draws - 1)  # unbiased
+    offset = float((mean - full).square().sum())
+    out = {"trace_sample": r2 * spread, "offset": r2 * offset,
+           "trace_about_bn1024": r2 * (spread * (draws - 1) / draws + offset), "draws": draws}
+    if passes:
+        ours = measure.batched_gradient_statistics(
+            batch_gradients, engine._norms2(), n=n, d=d, batch_size=cfg.batch_size,
+            passes=passes, generators=[torch.Generator().manual_seed(gen.initial_seed() + 1)])[0]
+        out |= {"trace_ours_many": ours["trace_cov"], "trace_ours_many_se": ours["trace_cov_se"],
+                "passes": passes}
+    for k, t in engine.buffers.items():
+        t.copy_(saved[k])
+    return out
+
+
 def chart_cost(engine: Engine, repeat: int = 3) -> dict:
     """Seconds of the aligned and raw entropies of the queue (best of ``repeat``) and of a whole
     log point with both charts (once)."""
@@ -183,6 +225,10 @@ def main():
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--paper-sweep", type=Path, default=None,
                         help="the same grid trained with --measurement paper")
+    parser.add_argument("--q-excess", type=int, default=0, metavar="Q",
+                        help="also split the paper's Tr Sigma with Q draws (see q_excess)")
+    parser.add_argument("--reference-passes", type=int, default=0, metavar="P",
+                        help="with --q-excess: also our estimate from P passes")
     parser.add_argument("--only-compare", action="store_true",
                         help="with --paper-sweep: skip the per-state conventions (part 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
@@ -207,6 +253,8 @@ def main():
     for name in table.loc[table["status"] == "finished", "run"][: args.runs]:
         engine = _state(configs[name], sweeps.run_dir(args.sweep, name), data)
         row = {"run": name} | conventions_at(engine)
+        if args.q_excess:
+            row |= {f"q_{k}": v for k, v in q_excess(engine, args.q_excess, args.reference_passes).items()}
         rows.append(row)
         if cost is None:
             cost = chart_cost(engine)
