@@ -179,42 +179,73 @@ def test_measurements_match_a_direct_computation():
         r0, r1 = w0[c].norm(), w1[c].norm()
         chord = (w1[c] / r1 - w0[c] / r0).norm()
         u = w1[c] - w0[c]
-        k = grads[:, c].shape[0]
-        spread = ((grads[:, c] - grads[:, c].mean(0)) ** 2).sum() / (k - 1)
-        # float32 weights and sums: 1e-5 relative, well above float64 rounding
+        # heavy ball's discrete balance from the step itself: v_g = -u / eta - c w0, c the
+        # weight decay the buffer carries at stationarity, lambda / (1 - beta)
+        vg = -u / 0.2 - 5e-3 / 0.1 * w0[c]
+        q = float(r0**2 * (1 - 0.81) * (vg @ vg))  # (1 - beta^2) E|b|^2 on the unit sphere
+        stoch = float(r0**2 * (grads[:, c] ** 2).sum((1,)).mean())
+        full = (stoch - q) / (1 - 1 / 19)  # Q = Tr Sigma + w F, E|g_B|^2 = Tr Sigma + F
+        # float32 weights and sums: 1e-5 relative, well above float64 rounding; the split
+        # subtracts two close numbers: 1e-3
         assert row["norm"] == pytest.approx(float(r0), rel=1e-5)
         assert row["angular_update"] == pytest.approx(float(2 * torch.asin(chord / 2)), rel=1e-4)
         assert row["radial_share"] == pytest.approx(float((u @ w0[c]) ** 2 / r0**2 / (u @ u)),
                                                     rel=1e-3)
-        assert row["trace_cov"] == pytest.approx(float(r0**2 * spread), rel=1e-4)
-        assert row["stoch_grad_norm2"] == pytest.approx(
-            float(r0**2 * (grads[:, c] ** 2).sum((1,)).mean()), rel=1e-4)
+        assert row["stoch_grad_norm2"] == pytest.approx(stoch, rel=1e-4)
+        assert row["full_grad_norm2"] == pytest.approx(max(full, 0.0), rel=1e-3, abs=1e-3 * stoch)
+        assert row["trace_cov"] == pytest.approx(stoch - max(full, 0.0), rel=1e-3)
         theory = opt_theory.make_optimizer("momentum", 0.9)
         assert row["radius_theory"] == pytest.approx(float(opt_theory.optimizer_radius_fixed_lr(
             theory, 0.2, 5e-3, row["trace_cov"], 5)), rel=1e-9)
+        assert row["radius_theory_corrected"] == pytest.approx(
+            (2.0 * q / (2 * 5e-3)) ** 0.25, rel=1e-4)
         assert row["angular_update_theory"] == pytest.approx(math.sqrt(2 * 0.2 * 5e-3 / 1.9))
         assert row["relaxation_steps"] == pytest.approx(0.1 / (4 * 0.2 * 5e-3))
-        assert row["compressibility"] == pytest.approx((row["norm"] / row["radius_theory"]) ** 4,
-                                                       rel=1e-9)
+        # Z = pV / (RT) with the discrete-step temperature: (r / r*)^4
+        assert row["compressibility"] == pytest.approx(
+            (row["norm"] / row["radius_theory_corrected"]) ** 4, rel=1e-9)
     union = state.loc["all"]
     assert union["norm"] == pytest.approx(float(w0.norm()), rel=1e-5)
     assert union["d"] == 15 and union["noise_steps"] == 4
     assert set(state.index) == {"fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "other", "all"}
 
 
-def test_adamw_preconditioner_is_the_mean_root_second_moment():
+def test_adamw_radius_and_pressure_come_from_its_own_step():
     torch.manual_seed(0)
     model, (x, y) = BnNet(), _data()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    with Monitor(model, opt, every=5) as mon:
+    seen = []
+
+    def before(o, args, kwargs):
+        seen.append([model.fc.weight.detach().double().clone(), model.fc.weight.grad.double()])
+
+    def after(o, args, kwargs):
+        seen[-1].append(model.fc.weight.detach().double().clone())
+
+    opt.register_step_pre_hook(before)
+    opt.register_step_post_hook(after)
+    with Monitor(model, opt, every=5, noise_window=5) as mon:
         _train(model, opt, x, y, 10)
     state = mon.state().set_index("group")
     s = opt.state[model.fc.weight]
-    v_hat = s["exp_avg_sq"] / (1 - 0.999 ** float(s["step"]))
+    root = (s["exp_avg_sq"].double() / (1 - 0.999 ** float(s["step"]))).sqrt() + 1e-8
+    w0, _, w1 = seen[9]
+    grads = torch.stack([t[1] for t in seen[5:10]])  # the window: steps 6..10
     for c in range(3):
-        c_hat = float(v_hat[c].sqrt().mean()) + 1e-8
-        assert state.loc[f"fc.weight[{c}]", "preconditioner"] == pytest.approx(c_hat, rel=1e-5)
-        assert state.loc[f"fc.weight[{c}]", "pressure"] == pytest.approx(0.1 * c_hat, rel=1e-5)
+        a = -(w1[c] - w0[c] + 1e-2 * 0.1 * w0[c]) / 1e-2  # m_hat / (sqrt(v_hat) + eps)
+        d_eff = float(19 * (a @ a))  # (1 + beta1) / (1 - beta1) E|a|^2
+        weighted = float(((grads[:, c] ** 2).mean(0) / root[c] ** 2).sum())
+        share = max((weighted - d_eff) / (1 - 1 / 19) / (weighted - (weighted - d_eff) * 19 / 18),
+                    0.0)
+        raw_q = float((grads[:, c] ** 2).sum(1).mean()) * (1 + share / 19) / (1 + share)
+        row = state.loc[f"fc.weight[{c}]"]
+        # float32 state and sums: 1e-4 relative
+        assert row["radius_theory_corrected"] == pytest.approx(
+            math.sqrt(1e-2 * d_eff / (2 * 0.1)), rel=1e-4)
+        assert row["preconditioner"] == pytest.approx(math.sqrt(raw_q / d_eff), rel=1e-3)
+        assert row["pressure"] == pytest.approx(0.1 * row["preconditioner"], rel=1e-9)
+        assert row["compressibility"] == pytest.approx(
+            (row["norm"] / row["radius_theory_corrected"]) ** 2, rel=1e-6)
     assert state.loc["fc.weight[0]", "angular_update_theory"] == pytest.approx(
         math.sqrt(2 * 1e-2 * 0.1 * 0.1 / 1.9))
 
@@ -378,19 +409,135 @@ def test_public_name_is_lazy():
         assert "Monitor" in dir(thermosgd)
 
 
-def test_regimes_on_synthetic_histories():
+def _history(w=20, **columns):
+    """A synthetic window of the monitor's columns for one group (logs every 10 steps, the
+    norm's relaxation time 50 steps: the judged span is the last 6 logs), at equilibrium
+    unless ``columns`` say otherwise (a scalar, or one value per log)."""
+    base = {"norm": 1.0, "trace_cov": 1.0, "distance": 0.0, "angular_update": 0.1,
+            "angular_update_theory": 0.1, "learning_rate": 0.1, "weight_decay": 1e-3,
+            "relaxation_steps": 50.0}
+    return {k: np.broadcast_to(np.asarray(v, float), (w,)) for k, v in (base | columns).items()}
+
+
+def _classify(*histories):
+    """Every history one group of a single vectorized call."""
     from thermosgd.nn._monitor_theory import classify
 
-    steps, ones = np.arange(20) * 10.0, np.ones((20, 1))
-    shrinking = np.exp(-0.02 * np.arange(20))[:, None]
-    assert classify(steps, ones, ones, 0 * ones, ones) == ["equilibrium"]
-    assert classify(steps, ones, ones, np.full((20, 1), np.inf), ones) == ["idle"]
-    assert classify(steps, ones, ones, np.full((20, 1), np.nan), ones) == [""]
-    # the norm falls 32 % over the window while the angle exceeds its equilibrium
-    assert classify(steps, shrinking, ones, 0.3 * ones, 1.5 * ones) == ["collapsing"]
-    # Tr Sigma falls 61 % with the norm above its prediction: appendix H
-    assert classify(steps, ones, shrinking**2.5, 0.3 * ones, ones) == ["converging"]
-    assert classify(steps, ones, ones, 0.3 * ones, ones) == ["relaxing"]
+    w = len(histories[0]["norm"])
+    return classify(np.arange(w) * 10.0, **{k: np.stack([h[k] for h in histories], 1)
+                                             for k in histories[0]})
+
+
+def test_regimes_on_synthetic_histories():
+    first, last = np.arange(20) < 10, np.arange(20) >= 10
+    shrinking = np.exp(-0.02 * np.arange(20))
+    # r*^4 / r^4 = 2 - e^-2 over the first half, e^-2 over the second: the window's mean r*^4
+    # is r^4, and its rms angle (theta^2 / theta*^2 = (r* / r)^4) theta*
+    drift = np.where(first, -0.25 * np.log(2 - np.exp(-2)), 0.5)
+    cases = [  # (expected regime, the history's columns)
+        ("equilibrium", {}),
+        ("idle", {"distance": np.inf}),
+        ("", {"distance": np.nan}),
+        # the norm falls 32 % over the window while the angle exceeds its equilibrium by 50 %
+        ("collapsing", {"norm": shrinking, "angular_update": 0.15}),
+        # Tr Sigma falls 61 % with the norm 35 % above its prediction (the angle e^-0.6 below)
+        ("converging", {"trace_cov": shrinking**2.5, "distance": 0.3,
+                        "angular_update": 0.1 * np.exp(-0.6)}),
+        ("relaxing", {"distance": 0.3, "angular_update": 0.1 * np.exp(-0.6)}),
+        # r / r* = 3 over the first 10 logs, at r* over the last 10 (more than one relaxation
+        # time): the hot logs are over
+        ("equilibrium", {"distance": np.where(first, np.log(3), 0.0),
+                         "angular_update": np.where(first, 0.1 / 9, 0.1)}),
+        ("relaxing", {"distance": np.where(last, np.log(3), 0.0),  # the reverse
+                      "angular_update": np.where(last, 0.1 / 9, 0.1)}),
+        # eta halves at log 10 and the norm has not moved: r* falls by 2^(1/4), the predicted
+        # angle by sqrt(2), the measured one (eta |g| / r) by 2
+        ("scheduled", {"learning_rate": np.where(first, 0.1, 0.05), "relaxation_steps": 100.0,
+                       "distance": np.where(first, 0.0, 0.25 * np.log(2)),
+                       "angular_update_theory": np.where(first, 0.1, 0.1 / np.sqrt(2)),
+                       "angular_update": np.where(first, 0.1, 0.05)}),
+        # a slow decay (8 % over the window) that the group follows within the bands
+        ("equilibrium", {"learning_rate": np.linspace(0.1, 0.092, 20),
+                         "relaxation_steps": 100.0}),
+        # eta decayed to 0: r* = 0 and no relaxation, but no group is dead
+        ("scheduled", {"learning_rate": np.linspace(0.1, 0.0, 20),
+                       "distance": np.where(last, np.inf, 1.0)}),
+        ("relaxing", {"angular_update": 0.13}),  # the norm right, the angle 30 % off
+        ("relaxing", {"angular_update": 0.07}),
+        # r* drifts down over a window shorter than the relaxation time: the window's mean
+        # r*^4 and rms angle match their predictions, its newer half is 65 % off
+        ("relaxing", {"distance": drift, "relaxation_steps": 1000.0,
+                      "angular_update": 0.1 * np.exp(-2 * drift)}),
+    ]
+    assert _classify(*(_history(**c) for _, c in cases)) == [r for r, _ in cases]
+    assert _classify(_history(w=3)) == ["equilibrium"]  # the first logs of a run
+
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "linear", None])
+def test_regimes_under_lr_schedules(tmp_path, schedule):
+    """BnNet (relaxation time 25 steps at eta = 0.2) over 300 steps: OneCycleLR warms up to
+    eta and anneals to 1e-5 eta; LinearLR decays to eta / 100."""
+    torch.manual_seed(0)
+    model, (x, y) = BnNet(), _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-3)
+    sched = {"one_cycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=300),
+             "linear": lambda: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.01, 300),
+             None: lambda: None}[schedule]()
+    gen = torch.Generator().manual_seed(1)
+    with Monitor(model, opt, every=1, flush_every=100, out=tmp_path / "run"):
+        for _ in range(300):
+            idx = torch.randint(0, len(x), (16,), generator=gen)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+    m = monitordir.read_metrics(tmp_path / "run")
+    m = m[m["scale_invariant"]]
+    far = m["distance"].abs() > 0.5
+    union = m[m["group"] == "all"]["regime"]
+    assert far.sum() > 20  # the test sees logs away from equilibrium
+    assert not (far & (m["regime"] == "equilibrium")).any()
+    if schedule is None:
+        assert "scheduled" not in set(m["regime"]) and "equilibrium" in set(union)
+    else:  # the last logs lag the annealed learning rate
+        assert set(union.iloc[-20:]) == {"scheduled"}
+
+
+def _stationary_frame(regimes=("equilibrium", "scheduled")):
+    """Two groups, 30 logs each: the first turns 0.2 rad at norm 1 and 0.1 rad at norm 2 on
+    alternate logs (the same |u| = 0.2 each step); the second 0.05 and 0.15 at norm 1."""
+    steps = np.arange(1, 31)
+    odd = steps % 2 == 1
+    rows = []
+    for k, (group, norm, angle) in enumerate([
+            ("a", np.where(odd, 1.0, 2.0), np.where(odd, 0.2, 0.1)),
+            ("b", np.ones(30), np.where(odd, 0.05, 0.15))]):
+        rows.append(pd.DataFrame({
+            "step": steps, "group": group, "layer": "L", "scale_invariant": True, "d": 9,
+            "norm": norm, "angular_update": angle, "angular_update_theory": angle,
+            "angular_update_theory_corrected": np.nan, "radius_theory": norm,
+            "radius_theory_corrected": norm, "regime": regimes[k]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_stationary_angles_are_norm_weighted_rms():
+    from thermosgd.analysis.monitor import monitor_checks, stationary_groups
+
+    table = stationary_groups(_stationary_frame()).set_index("group")
+    # sqrt(E|u|^2 / E|w|^2) = sqrt(2 * 0.04 / 5): the mean angle (0.15) is 19 % above, the plain
+    # rms (0.158) 25 % above
+    assert table.loc["a", "angular_update"] == pytest.approx(math.sqrt(0.016), rel=1e-12)
+    # norm 1: the rms sqrt(0.0125) = 0.112 sits 12 % above the mean angle 0.1
+    assert table.loc["b", "angular_update"] == pytest.approx(math.sqrt(0.0125), rel=1e-12)
+    # predictions weighted alike: a group that follows its prediction log by log reads 1
+    assert (table["angular_update_theory"] == table["angular_update"]).all()
+    assert table["angular_update_theory_corrected"].isna().all()
+    checks = monitor_checks(table.reset_index())
+    assert checks["rms angle per step vs equilibrium"]["max_rel_error"] == pytest.approx(0)
+    assert checks["groups equilibrium"] == 1 and checks["groups scheduled"] == 1
+    assert checks["groups relaxing"] == 0 and checks["groups idle"] == 0
 
 
 def test_entropy_of_small_groups():

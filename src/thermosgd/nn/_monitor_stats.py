@@ -5,13 +5,15 @@ parameters serves every group at once, and any union of groups (the union of the
 groups) is a sum of columns, formed on the host after the flush. At a log step t, with w0 the
 weights before the step, w1 after it, u = w1 - w0 and g the mini-batch gradient:
 
-    RAW = (r0sq = w0.w0, gw = g.w0, gg = g.g, uu = u.u, uw = u.w0,
-           s1s1 = |sum_k g_k|^2, s2 = sum_k |g_k|^2, n = K, csum = sum sqrt(v_hat))
+    RAW = (r0sq = w0.w0, gw = g.w0, gg = g.g, uu = u.u, uw = u.w0, ug = u.g,
+           s1s1 = |sum_k g_k|^2, s2 = sum_k |g_k|^2, n = K, lag = sum_k g_k.g_(k-1),
+           csum = sum sqrt(v_hat), g2v = sum_i (s2_i / K) / (sqrt(v_hat_i) + eps)^2)
 
-over the K steps of the last closed noise window (``noise_window``, the estimate of
+over the K consecutive steps of the last closed noise window (``noise_window``, the estimates of
 :mod:`thermosgd.nn._monitor_theory`). Angles are formed from u, never from a cosine of w0 and
-w1 (a float32 cosine loses angles below ~3e-4 rad). ``csum`` is AdamW's preconditioner summed
-over the group: v_hat = exp_avg_sq / (1 - beta2^step).
+w1 (a float32 cosine loses angles below ~3e-4 rad). ``csum`` and ``g2v`` are AdamW's: its
+preconditioner summed over the group, and the window's mean squared gradient per coordinate in
+units of the preconditioner actually applied, v_hat = exp_avg_sq / (1 - beta2^step).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from thermosgd.theory import total_entropy
 
 __all__ = ["RAW", "DeviceStats"]
 
-RAW = ("r0sq", "gw", "gg", "uu", "uw", "s1s1", "s2", "n", "csum")
+RAW = ("r0sq", "gw", "gg", "uu", "uw", "ug", "s1s1", "s2", "n", "lag", "csum", "g2v")
 _R = {name: k for k, name in enumerate(RAW)}
 
 
@@ -42,14 +44,17 @@ class DeviceStats:
         device = params[0].device
         self.buffer = torch.full((capacity, len(RAW), groups), float("nan"), dtype=torch.float64,
                                  device=device)  # (logs, RAW, groups)
-        self.noise = torch.full((3, groups), float("nan"), dtype=torch.float64,
-                                device=device)  # last closed window: s1s1, s2, n
+        self.noise = torch.full((4, groups), float("nan"), dtype=torch.float64,
+                                device=device)  # last closed window: s1s1, s2, n, lag
         self.sum1 = [torch.zeros_like(p, dtype=torch.float32) for p in params]
         self.sum2 = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        self.lag = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        self.prev = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        self.mean_square = None  # the closed window's sum2 / K per coordinate (D,), for AdamW
         self.window = noise_window
         self.counted = 0  # steps in the open noise window
         self._zeros = {}
-        self._w0 = None
+        self._w0 = self._g = None
         self.queue, self.queue_index, self.snapshots = None, None, 0
 
     def keep_snapshots(self, size: int, elements: torch.Tensor) -> None:
@@ -73,45 +78,61 @@ class DeviceStats:
         self.buffer[slot, rows].zero_().index_add_(1, self.index, values.double())
 
     def accumulate(self) -> None:
-        """One step's gradient into the open noise window (two foreach calls, no sync)."""
+        """One step's gradient into the open noise window (foreach calls, no sync).
+
+        Besides sum g and sum g^2 it keeps sum g_k g_(k-1) over consecutive steps: the lag-1
+        autocovariance separates the full-batch gradient from the noise (see
+        :mod:`thermosgd.nn._monitor_theory`)."""
         grads = [g if g.dtype == torch.float32 else g.float() for g in self._grads()]
         torch._foreach_add_(self.sum1, grads)
         torch._foreach_addcmul_(self.sum2, grads, grads)
+        if self.counted:
+            torch._foreach_addcmul_(self.lag, grads, self.prev)
+        torch._foreach_copy_(self.prev, grads)
         self.counted += 1
 
-    def close_window(self) -> None:
-        """Close the noise window into ``self.noise`` once it has ``noise_window`` steps."""
+    def close_window(self, keep_mean_square: bool = False) -> None:
+        """Close the noise window into ``self.noise`` once it has ``noise_window`` steps;
+        ``keep_mean_square``: keep sum2 / K per coordinate for AdamW's weighted sums."""
         if self.counted < max(self.window, 2):
             return
-        s1, s2 = self._flat(self.sum1), self._flat(self.sum2)
+        s1, s2, lag = self._flat(self.sum1), self._flat(self.sum2), self._flat(self.lag)
         self.noise[:2].zero_().index_add_(1, self.index, torch.stack([s1 * s1, s2]).double())
         self.noise[2].fill_(float(self.counted))
-        torch._foreach_zero_(self.sum1)
-        torch._foreach_zero_(self.sum2)
+        self.noise[3].zero_().index_add_(0, self.index, lag.double())
+        if keep_mean_square:
+            self.mean_square = s2 / self.counted
+        for buffers in (self.sum1, self.sum2, self.lag):
+            torch._foreach_zero_(buffers)
         self.counted = 0
 
     def before(self, slot: int) -> None:
         """At a log step, before the update: |w0|^2, g.w0, |g|^2; keeps w0."""
         w0, g = self._flat(self.params), self._flat(self._grads())
-        self._w0 = w0
+        self._w0, self._g = w0, g
         self._add(slot, slice(_R["r0sq"], _R["gg"] + 1), torch.stack([w0 * w0, g * w0, g * g]))
 
     def after(self, slot: int, adam: list | None) -> None:
-        """At a log step, after the update: u.u, u.w0, the noise window, AdamW's sqrt(v_hat).
+        """At a log step, after the update: u.u, u.w0, u.g, the noise window, AdamW's sums.
 
-        ``adam``: per parameter (exp_avg_sq, bias correction 1 - beta2^step), or None.
+        ``adam``: per parameter (exp_avg_sq, bias correction 1 - beta2^step, eps), or None.
         """
-        w0, self._w0 = self._w0, None
+        (w0, g), self._w0, self._g = (self._w0, self._g), None, None
         w1 = self._flat(self.params)
         if self.queue is not None:  # a snapshot of the small groups, for their entropy
             self.queue[self.snapshots % self.queue.shape[0]].copy_(w1[self.queue_index])
             self.snapshots += 1
         u = w1 - w0
-        self._add(slot, slice(_R["uu"], _R["uw"] + 1), torch.stack([u * u, u * w0]))
-        self.buffer[slot, _R["s1s1"]:_R["n"] + 1].copy_(self.noise)
+        self._add(slot, slice(_R["uu"], _R["ug"] + 1), torch.stack([u * u, u * w0, u * g]))
+        self.buffer[slot, _R["s1s1"]:_R["lag"] + 1].copy_(self.noise)
         if adam is not None:
-            root = torch.cat([(v.detach().float() / bc).sqrt().reshape(-1) for v, bc in adam])
-            self._add(slot, slice(_R["csum"], _R["csum"] + 1), root[None])
+            root = torch.cat([(v.detach().float() / bc).sqrt().reshape(-1) for v, bc, _ in adam])
+            eps = torch.cat([torch.full((v.numel(),), e, dtype=torch.float32, device=root.device)
+                             for v, _, e in adam])
+            mean_square = self.mean_square if self.mean_square is not None \
+                else torch.full_like(root, float("nan"))
+            self._add(slot, slice(_R["csum"], _R["g2v"] + 1),
+                      torch.stack([root, mean_square / (root + eps) ** 2]))
 
     def take(self, logs: int):
         """The first ``logs`` slots on the host (logs, RAW, groups): the flush's one sync."""

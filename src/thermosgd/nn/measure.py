@@ -327,7 +327,8 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
     here. For momentum and AdamW also T, p and the three radii of :func:`state_columns` with
     eta -> eta' and lambda -> lambda': the SDE radius from Tr Sigma, the discrete-step ones
     from Q = Tr Sigma + w ||grad L||^2 (w: ``theory.discrete_gradient_weight``, 1 = appendix G,
-    (1 - beta) / (1 + beta) for heavy ball), taken from the running mean of
+    (1 - beta) / (1 + beta) for heavy ball and AdamW, Nesterov's at the log point's share
+    rho = ||grad L||^2 / Tr Sigma), taken from the running mean of
     ||grad L_B(w_bar)||^2 less (1 - w) ||grad L||^2 of the log point, and from the log point's
     Tr Sigma + w ||grad L||^2.
     AdamW's T and p use the measured preconditioner c = mean sqrt(v_hat) + eps
@@ -341,8 +342,9 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
     if protocol.name == "fixed-sphere":
         return cols
     eta = rate if protocol.name == "fixed-lr" else rate * radius**2  # per-step eta
+    share = full_grad_norm2 / trace_cov if trace_cov > 0 else 0.0  # rho, this log point's
     cols["angular_update_theory"] = float(opt_theory.optimizer_angular_update(
-        optimizer, eta, other))
+        optimizer, eta, other, max(share, 0.0)))
     if optimizer.name == "sgd":
         return cols  # the protocol's own columns (state_columns) stay as they were
     sigma2 = trace_cov / (d - 1)
@@ -352,7 +354,7 @@ def optimizer_columns(protocol, optimizer, d: int, *, radius, trace_cov, full_gr
     else:
         def predicted(q):
             return float(opt_theory.optimizer_radius_fixed_elr(optimizer, rate, other, q))
-    weight = opt_theory.discrete_gradient_weight(optimizer)
+    weight = float(opt_theory.discrete_gradient_weight(optimizer, max(share, 0.0)))
     c = preconditioner
     if optimizer.adaptive:
         c = c if c is not None else float(opt_theory.adamw_preconditioner(

@@ -70,9 +70,10 @@ class Monitor:
     name -> "layer" | "channel", or None (no scale-invariant group); ``granularity`` "layer"
     merges auto-found per-channel groups per layer; ``noise_window`` steps per gradient-noise
     estimate; ``flush_every`` logs held on the device between host copies; ``regime_window``
-    logs that decide a group's regime; ``entropy_queue`` snapshots (0: off) for the sphere
-    entropy of groups of at most ``entropy_max_dim`` weights; ``tensorboard`` a SummaryWriter
-    or a log dir; ``wandb`` a W&B run (or True: the active one); ``sinks`` more sinks;
+    logs at most that decide a group's regime (those within the norm's relaxation time:
+    :func:`thermosgd.nn._monitor_theory.classify`); ``entropy_queue`` snapshots (0: off) for
+    the sphere entropy of groups of at most ``entropy_max_dim`` weights; ``tensorboard`` a
+    SummaryWriter or a log dir; ``wandb`` a W&B run (or True: the active one); ``sinks`` more sinks;
     ``example`` an input batch to find the groups at once; ``overwrite`` replaces a monitored
     run already in ``out``.
     """
@@ -263,7 +264,7 @@ class Monitor:
         if self.every <= self.noise_window or phase == 0 or phase > self.every - self.noise_window:
             self._stats.accumulate()
         if self._logging:
-            self._stats.close_window()
+            self._stats.close_window(keep_mean_square=self._adam)
             self._stats.before(self._slot)
 
     def _after(self, optimizer, args, kwargs):
@@ -279,13 +280,15 @@ class Monitor:
             self.flush()
 
     def _adam_state(self):
-        """(exp_avg_sq, 1 - beta2^step) per parameter; torch keeps ``step`` on the host unless
-        the optimizer is capturable or fused, so the bias correction reads host memory only."""
+        """(exp_avg_sq, 1 - beta2^step, eps) per parameter; torch keeps ``step`` on the host
+        unless the optimizer is capturable or fused, so the bias correction reads host memory
+        only."""
         out = []
         for p, k in zip(self._params, self._param_group):
             state = self.optimizer.state.get(p, {})
+            eps = float(self.optimizer.param_groups[k].get("eps", 0.0))
             if "exp_avg_sq" not in state:
-                out.append((torch.zeros_like(p), 1.0))
+                out.append((torch.zeros_like(p), 1.0, eps))
                 continue
             beta2 = self.optimizer.param_groups[k]["betas"][1]
             step = state["step"]
@@ -293,7 +296,7 @@ class Monitor:
                 correction = 1.0 - beta2 ** step.to(torch.float64)
             else:
                 correction = 1.0 - beta2 ** float(step)
-            out.append((state["exp_avg_sq"], correction))
+            out.append((state["exp_avg_sq"], correction, eps))
         return out
 
     # ---- flushing ----------------------------------------------------------------------------
@@ -355,16 +358,15 @@ class Monitor:
         return pd.DataFrame(frame)[list(MONITOR_COLUMNS)]
 
     def _regimes(self, steps, columns) -> np.ndarray:
-        keys = ("norm", "trace_cov", "distance")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = columns["angular_update"] / columns["angular_update_theory"]
-        new = np.stack([np.asarray(steps, float)[:, None] * np.ones_like(ratio),
-                        *(columns[k] for k in keys), ratio])  # (5, logs, groups)
+        keys = ("norm", "trace_cov", "distance", "angular_update", "angular_update_theory",
+                "learning_rate", "weight_decay", "relaxation_steps")
+        new = np.stack([np.asarray(steps, float)[:, None] * np.ones_like(columns["norm"]),
+                        *(columns[k] for k in keys)])  # (1 + 8, logs, groups)
         history = new if self._history is None else np.concatenate([self._history, new], 1)
         out = []
         for i in range(history.shape[1] - len(steps), history.shape[1]):
             w = history[:, max(0, i + 1 - self.regime_window): i + 1]
-            out.append(classify(w[0, :, 0], w[1], w[2], w[3], w[4]))
+            out.append(classify(w[0, :, 0], **dict(zip(keys, w[1:]))))
         self._history = history[:, -(self.regime_window - 1):]
         return np.array(out, dtype=object)
 

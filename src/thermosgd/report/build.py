@@ -20,6 +20,7 @@ from pathlib import Path
 from thermosgd.analysis.checks import TABLE4_CHARTS
 from thermosgd.analysis.rules import judge, tolerance_lines
 from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
+from thermosgd.nn._monitor_theory import ANGLE_BAND, NORM_BAND
 from thermosgd.report import figures as _figures
 from thermosgd.report import page as _page
 from thermosgd.results import io as _io
@@ -43,11 +44,14 @@ INTRO = (
 MONITOR_INTRO = (
     "A training run of your own, watched by thermosgd.Monitor: for each scale-invariant group "
     "(the weights of a channel or layer whose output goes straight into a normalization) and "
-    "for their union, the weight norm r, the angle turned per step, the effective learning "
+    "for their union, the weight norm r, the rms angle turned per step, the effective learning "
     "rate, Tr Σ from the loop's own gradients, temperature T, pressure p and Z = pV/(RT), "
-    "beside the stationary radius and angle that the optimizer in use predicts, and the "
-    "regime each group is in. The predictions apply only where a group has reached its "
-    "stationary state.")
+    "beside the stationary radius and rms angle that the optimizer in use predicts, and the "
+    f"regime each group is in: equilibrium only when |log(r/r*)| < {NORM_BAND:g} and, for the "
+    f"rms angle per step, |log(θ/θ*)| < {ANGLE_BAND:g}, over its last relaxation time; "
+    "scheduled when it lags a change of learning rate or weight "
+    "decay; relaxing, converging, collapsing or idle otherwise. The predictions apply only "
+    "where a group has reached its stationary state.")
 
 
 @dataclass

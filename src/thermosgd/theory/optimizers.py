@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from thermosgd.theory.modes import nesterov_weights
+
 __all__ = [
     "OPTIMIZERS",
     "Optimizer",
@@ -274,23 +276,35 @@ def optimizer_temperature_fixed_lr(optimizer: Optimizer, learning_rate, weight_d
     return optimizer_temperature(optimizer, learning_rate, r, sigma2, c)
 
 
-def discrete_gradient_weight(optimizer: Optimizer) -> float:
-    """Weight of E||grad L(w_bar)||^2 in the discrete-step Q = Tr Sigma + w E||grad L||^2.
+def discrete_gradient_weight(optimizer: Optimizer, full_grad_share=0.0):
+    """Weight w of E||grad L(w_bar)||^2 in the discrete-step Q = Tr Sigma + w E||grad L||^2.
 
-    SGD 1 (appendix G, eq. 117-121); heavy ball (1 - beta) / (1 + beta) (module doc, exact for a
-    locally quadratic loss); Nesterov and AdamW 1 (appendix G's form; not derived here).
+    SGD 1 (appendix G, eq. 117-121); heavy ball (1 - beta) / (1 + beta) (exact on a quadratic
+    mode, :mod:`thermosgd.theory.modes`); AdamW (1 - beta1) / (1 + beta1) (per coordinate, in
+    :func:`~thermosgd.theory.modes.adamw_effective_dimension`); Nesterov negative and
+    curvature-dependent: read at the measured share rho = E||grad L||^2 / Tr Sigma
+    (``full_grad_share``; :func:`~thermosgd.theory.modes.nesterov_weights`), (1 + beta -
+    2 beta^2 - 4 beta^3) / (1 + beta) as rho -> 0.
     """
-    if optimizer.name == "momentum":
-        return (1.0 - optimizer.momentum) / (1.0 + optimizer.momentum)
+    b = optimizer.momentum
+    if optimizer.name == "nesterov":
+        return nesterov_weights(b, full_grad_share)[0]
+    if optimizer.name in ("momentum", "adamw"):
+        return (1.0 - b) / (1.0 + b)
     return 1.0
 
 
-def optimizer_angular_update(optimizer: Optimizer, learning_rate, weight_decay):
-    """Equilibrium angle per step (radians; the SDE limit, eta lambda << 1).
+def optimizer_angular_update(optimizer: Optimizer, learning_rate, weight_decay,
+                             full_grad_share=0.0):
+    """Equilibrium rms angle per step, sqrt(E|u|^2 / E|w|^2) (radians).
 
-    SGD sqrt(2 eta lambda); heavy ball sqrt(2 eta lambda / (1 + beta)) (Wan et al., 2021);
-    Nesterov sqrt(2 eta lambda (1 + 2 beta - 2 beta^3) / (1 + beta)) (module doc);
-    AdamW sqrt(2 eta lambda (1 - beta1) / (1 + beta1)) (Kosson et al., 2024).
+    SGD sqrt(2 eta lambda) and heavy ball sqrt(2 eta lambda / (1 + beta)) (Wan et al., 2021)
+    are exact at stationarity on any loss: the norm balance fixes E|u|^2 (``docs/optimizers.md``).
+    AdamW sqrt(2 eta lambda (1 - beta1) / (1 + beta1)) (Kosson et al., 2024) holds at any share
+    of the full-batch gradient (it enters E|u|^2 and r*^2 alike). Nesterov's depends on the
+    share rho = E||grad L||^2 / Tr Sigma (``full_grad_share``):
+    2 eta lambda (1 - beta) (k + k_F rho) / (1 + w rho) (:mod:`thermosgd.theory.modes`), which
+    is sqrt(2 eta lambda (1 + 2 beta - 2 beta^3) / (1 + beta)) at rho = 0.
     For the fixed-ELR protocol pass the per-step eta = eta_eff r^2.
     """
     b = optimizer.momentum
@@ -300,6 +314,12 @@ def optimizer_angular_update(optimizer: Optimizer, learning_rate, weight_decay):
         "nesterov": (1.0 + 2.0 * b - 2.0 * b**3) / (1.0 + b),
         "adamw": (1.0 - b) / (1.0 + b),
     }[optimizer.name]
+    rho = np.asarray(full_grad_share, dtype=float)
+    if optimizer.name == "nesterov" and np.any(rho != 0):
+        w, k_f = nesterov_weights(b, rho)
+        k = step_variance_factor(optimizer)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = (1.0 - b) * (k + k_f * rho) / (1.0 + w * rho)
     return np.sqrt(2.0 * np.asarray(learning_rate, dtype=float) * weight_decay * factor)
 
 
