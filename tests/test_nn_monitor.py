@@ -155,11 +155,9 @@ def test_groups_are_found_on_the_first_step_and_are_scale_invariant():
     assert abs(state.set_index("group").loc["other", "grad_cosine"]) > 1e-3
 
 
-def test_measurements_match_a_direct_computation():
-    torch.manual_seed(0)
-    model, (x, y) = BnNet(), _data()
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-3)
-    seen = []  # (w0, grad) before, w1 after every step, in float64
+def _record_fc_steps(model, opt) -> list:
+    """[w0, grad] before and w1 after every step of ``model.fc.weight``, in float64."""
+    seen = []
 
     def before(o, args, kwargs):
         seen.append([model.fc.weight.detach().double().clone(), model.fc.weight.grad.double()])
@@ -169,6 +167,14 @@ def test_measurements_match_a_direct_computation():
 
     opt.register_step_pre_hook(before)
     opt.register_step_post_hook(after)
+    return seen
+
+
+def test_measurements_match_a_direct_computation():
+    torch.manual_seed(0)
+    model, (x, y) = BnNet(), _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-3)
+    seen = _record_fc_steps(model, opt)
     with Monitor(model, opt, every=4, noise_window=4, flush_every=3) as mon:
         _train(model, opt, x, y, 12)
     state = mon.state().set_index("group")
@@ -214,16 +220,7 @@ def test_adamw_radius_and_pressure_come_from_its_own_step():
     torch.manual_seed(0)
     model, (x, y) = BnNet(), _data()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    seen = []
-
-    def before(o, args, kwargs):
-        seen.append([model.fc.weight.detach().double().clone(), model.fc.weight.grad.double()])
-
-    def after(o, args, kwargs):
-        seen[-1].append(model.fc.weight.detach().double().clone())
-
-    opt.register_step_pre_hook(before)
-    opt.register_step_post_hook(after)
+    seen = _record_fc_steps(model, opt)
     with Monitor(model, opt, every=5, noise_window=5) as mon:
         _train(model, opt, x, y, 10)
     state = mon.state().set_index("group")
