@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "thermosgd"
 # (isotropic, nn) <- sweeps <- analysis <- report <- reproduce <- cli. The result schema sits
 # below the engines because they write it.
 LAYERS = {"_version": 0, "theory": 1, "protocols": 2, "entropy": 2, "results": 3,
-          "isotropic": 4, "nn": 4, "sweeps": 5, "analysis": 6, "report": 7, "reproduce": 8,
+          "isotropic": 4, "nn": 4, "monitor": 4, "sweeps": 5, "analysis": 6, "report": 7, "reproduce": 8,
           "cli": 9, "__main__": 10, "__init__": 10}
 MAX_LINES = 450
 

@@ -32,7 +32,7 @@ _API = {
     "run_isotropic": "thermosgd.reproduce",
     "TrainConfig": "thermosgd.nn",
     "train": "thermosgd.nn",
-    "Monitor": "thermosgd.nn.monitor",
+    "Monitor": "thermosgd.monitor.api",
     "Sweep": "thermosgd.sweeps",
 }
 

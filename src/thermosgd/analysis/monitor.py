@@ -18,7 +18,7 @@ import pandas as pd
 from thermosgd import theory
 from thermosgd.analysis.sources import READERS, Analysis, _mtime
 from thermosgd.analysis.tables import error_summary
-from thermosgd.nn._monitor_theory import REGIMES
+from thermosgd.monitor.predictions import REGIMES
 from thermosgd.results import monitordir
 
 __all__ = ["ANGLES", "STATIONARY_LOGS", "monitor_checks", "read_monitor", "rms_angles",

@@ -22,7 +22,7 @@ _LAZY = {
     "train": "thermosgd.nn.training",
     "train_batched": "thermosgd.nn.training",
     "TrainResult": "thermosgd.results.rundir",
-    "Monitor": "thermosgd.nn.monitor",
+    "Monitor": "thermosgd.monitor.api",
 }
 
 __all__ = ["DATASETS", "TrainConfig", *_LAZY]

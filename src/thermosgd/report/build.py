@@ -20,7 +20,7 @@ from pathlib import Path
 from thermosgd.analysis.checks import TABLE4_CHARTS
 from thermosgd.analysis.rules import judge, tolerance_lines
 from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
-from thermosgd.nn._monitor_theory import ANGLE_BAND, NORM_BAND
+from thermosgd.monitor.predictions import ANGLE_BAND, NORM_BAND
 from thermosgd.report import figures as _figures
 from thermosgd.report import page as _page
 from thermosgd.results import io as _io

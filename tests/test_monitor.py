@@ -14,7 +14,7 @@ from _monitor_models import BnNet
 from torch import nn
 
 import thermosgd
-from thermosgd.nn.monitor import Monitor
+from thermosgd.monitor.api import Monitor
 from thermosgd.results import monitordir
 from thermosgd.theory import optimizers as opt_theory
 
@@ -418,7 +418,7 @@ def _history(w=20, **columns):
 
 def _classify(*histories):
     """Every history one group of a single vectorized call."""
-    from thermosgd.nn._monitor_theory import classify
+    from thermosgd.monitor.predictions import classify
 
     w = len(histories[0]["norm"])
     return classify(np.arange(w) * 10.0, **{k: np.stack([h[k] for h in histories], 1)
@@ -549,3 +549,12 @@ def test_entropy_of_small_groups():
     s, r = float(group["entropy_sphere"].iloc[-1]), float(group["entropy"].iloc[-1])
     assert math.isfinite(s) and math.isfinite(r)
     assert rows[rows["group"] == "all"]["entropy"].isna().all()  # d = 15 > entropy_max_dim
+
+
+def test_the_monitor_keeps_its_older_import_paths():
+    """The Monitor moved from ``thermosgd.nn`` to its own package; older imports still work."""
+    import thermosgd
+    from thermosgd.monitor import Monitor as packaged
+    from thermosgd.nn.monitor import Monitor as old
+
+    assert old is packaged is Monitor is thermosgd.Monitor

@@ -136,7 +136,7 @@ def _balance(raw: dict, optimizer, lr, wd):
 
 def state_table(raw: dict, *, d, optimizer, learning_rate, weight_decay) -> dict:
     """Columns for arrays of logs x groups. ``raw``: the RAW sums of
-    :mod:`thermosgd.nn._monitor_stats` (each (L, G)); ``d`` (G,); ``optimizer`` a
+    :mod:`thermosgd.monitor.stats` (each (L, G)); ``d`` (G,); ``optimizer`` a
     theory ``Optimizer`` or None (no prediction); ``learning_rate``, ``weight_decay`` (L, G)."""
     r0sq, uu, uw = raw["r0sq"], raw["uu"], raw["uw"]
     d = np.asarray(d, dtype=float)

@@ -10,7 +10,7 @@ weights before the step, w1 after it, u = w1 - w0 and g the mini-batch gradient:
            csum = sum sqrt(v_hat), g2v = sum_i (s2_i / K) / (sqrt(v_hat_i) + eps)^2)
 
 over the K consecutive steps of the last closed noise window (``noise_window``, the estimates of
-:mod:`thermosgd.nn._monitor_theory`). Angles are formed from u, never from a cosine of w0 and
+:mod:`thermosgd.monitor.predictions`). Angles are formed from u, never from a cosine of w0 and
 w1 (a float32 cosine loses angles below ~3e-4 rad). ``csum`` and ``g2v`` are AdamW's: its
 preconditioner summed over the group, and the window's mean squared gradient per coordinate in
 units of the preconditioner actually applied, v_hat = exp_avg_sq / (1 - beta2^step).
@@ -82,7 +82,7 @@ class DeviceStats:
 
         Besides sum g and sum g^2 it keeps sum g_k g_(k-1) over consecutive steps: the lag-1
         autocovariance separates the full-batch gradient from the noise (see
-        :mod:`thermosgd.nn._monitor_theory`)."""
+        :mod:`thermosgd.monitor.predictions`)."""
         grads = [g if g.dtype == torch.float32 else g.float() for g in self._grads()]
         torch._foreach_add_(self.sum1, grads)
         torch._foreach_addcmul_(self.sum2, grads, grads)

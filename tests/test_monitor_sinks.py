@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from _monitor_models import BnNet
 from torch import nn
 
-from thermosgd.nn.monitor import Monitor
+from thermosgd.monitor.api import Monitor
 from thermosgd.results import monitordir
 
 
@@ -59,7 +59,7 @@ def test_wandb_sink_offline(tmp_path, monkeypatch):
 
 def test_lightning_callback(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
-    from thermosgd.nn.lightning import MonitorCallback
+    from thermosgd.monitor.lightning import MonitorCallback
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -93,7 +93,7 @@ def test_lightning_callback(tmp_path):
 def test_huggingface_callback(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
-    from thermosgd.nn.huggingface import MonitorCallback
+    from thermosgd.monitor.huggingface import MonitorCallback
 
     class Model(nn.Module):
         def __init__(self):
