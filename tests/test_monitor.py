@@ -21,7 +21,8 @@ from thermosgd.theory import optimizers as opt_theory
 
 class Tiny(nn.Module):
     """conv -> BN (per channel), linear -> LayerNorm (per layer), conv -> GroupNorm (per group),
-    and a conv behind a ReLU (not scale-invariant), a head."""
+    and a conv behind a GELU (not scale-invariant: a ReLU, positively homogeneous, would keep
+    the conv with its bias scale-invariant), a head."""
 
     def __init__(self):
         super().__init__()
@@ -29,7 +30,7 @@ class Tiny(nn.Module):
         self.b1 = nn.BatchNorm2d(4)
         self.c2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
         self.g2 = nn.GroupNorm(2, 4)
-        self.c3 = nn.Conv2d(4, 4, 1)  # feeds a ReLU first: not scale-invariant
+        self.c3 = nn.Conv2d(4, 4, 1)  # feeds a GELU first: not scale-invariant
         self.b3 = nn.BatchNorm2d(4)
         self.fc = nn.Linear(4, 6)
         self.ln = nn.LayerNorm(6)
@@ -38,7 +39,7 @@ class Tiny(nn.Module):
     def forward(self, x):
         x = F.relu(self.b1(self.c1(x)))
         x = F.relu(self.g2(self.c2(x)))
-        x = self.b3(F.relu(self.c3(x)))
+        x = self.b3(F.gelu(self.c3(x)))
         return self.head(F.relu(self.ln(self.fc(x.mean((2, 3))))))
 
 
@@ -175,6 +176,8 @@ def test_measurements_match_a_direct_computation():
     model, (x, y) = BnNet(), _data()
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=5e-3)
     seen = _record_fc_steps(model, opt)
+    head_before = []
+    opt.register_step_pre_hook(lambda o, a, k: head_before.append(model.head.weight.norm().item()))
     with Monitor(model, opt, every=4, noise_window=4, flush_every=3) as mon:
         _train(model, opt, x, y, 12)
     state = mon.state().set_index("group")
@@ -213,7 +216,24 @@ def test_measurements_match_a_direct_computation():
     union = state.loc["all"]
     assert union["norm"] == pytest.approx(float(w0.norm()), rel=1e-5)
     assert union["d"] == 15 and union["noise_steps"] == 4
-    assert set(state.index) == {"fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "other", "all"}
+    # the layer's row sums its three channels' device sums: the layer's own geometry
+    layer = state.loc["fc.weight"]
+    assert layer["level"] == "layer" and layer["scale_invariant"] and layer["d"] == 15
+    assert layer["norm"] == pytest.approx(float(w0.norm()), rel=1e-5)
+    u = (w1 - w0).reshape(-1)
+    chord = (w1.reshape(-1) / w1.norm() - w0.reshape(-1) / w0.norm()).norm()
+    assert layer["angular_update"] == pytest.approx(float(2 * torch.asin(chord / 2)), rel=1e-4)
+    assert layer["radial_share"] == pytest.approx(
+        float((u @ w0.reshape(-1)) ** 2 / w0.norm() ** 2 / (u @ u)), rel=1e-3)
+    # the head's matrix is not scale-invariant: a row of its own, predicted as an approximation
+    head = state.loc["head.weight"]
+    assert head["level"] == "layer" and not head["scale_invariant"] and head["d"] == 6
+    assert head["norm"] == pytest.approx(head_before[11], rel=1e-5)
+    assert np.isfinite(head["angular_update_theory"])
+    assert state.loc["other", "d"] == 2 and np.isnan(state.loc["other", "radius_theory"])
+    assert dict(zip(state.index, state["level"])) == {
+        "fc.weight[0]": "group", "fc.weight[1]": "group", "fc.weight[2]": "group",
+        "head.weight": "layer", "other": "other", "fc.weight": "layer", "all": "all"}
 
 
 def test_adamw_radius_and_pressure_come_from_its_own_step():
@@ -263,12 +283,13 @@ def test_an_unknown_optimizer_is_measured_without_predictions(tmp_path):
 def test_a_model_without_scale_invariant_groups_warns_and_is_measured():
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
     x, y = _data()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3)
     with Monitor(model, opt, every=2) as mon:
         with pytest.warns(UserWarning, match="no scale-invariant group"):
             _train(model, opt, x, y, 4)
     state = mon.state()
-    assert mon.groups == [] and list(state["group"]) == ["other", "all"]
+    # each weight matrix has a row of its own, the biases are "other"
+    assert mon.groups == [] and list(state["group"]) == ["0.weight", "2.weight", "other", "all"]
     assert state.set_index("group").loc["other", "norm"] > 0
 
 
@@ -291,7 +312,7 @@ def test_no_parameters_and_other_results_are_refused(tmp_path):
     with pytest.raises(ValueError, match="has no parameters"):
         Monitor(nn.ReLU(), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
     model = BnNet()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-3)
     other = tmp_path / "sweep"
     other.mkdir()
     (other / "thermosgd.json").write_text(json.dumps({"kind": "sweep", "schema": "0.2"}))
@@ -333,7 +354,7 @@ def test_run_directory_is_analysed_plotted_and_reported(tmp_path):
     assert len(list((out / "metrics").glob("*.parquet"))) == 3  # 12 logs, 4 per flush
     assert {"step", "group", "norm", "angular_update", "temperature", "radius_theory",
             "angular_update_theory"} <= set(metrics.columns)
-    assert len(metrics) == 12 * 5
+    assert len(metrics) == 12 * 7  # 3 channels, their layer, the head, other, all
     assert main(["analyze", str(out)]) == 0
     assert main(["report", str(out)]) == 0
     assert (out / "figures" / "monitor.png").is_file()
@@ -341,7 +362,8 @@ def test_run_directory_is_analysed_plotted_and_reported(tmp_path):
     assert "norm vs r*" in report and "monitor.png" in report
     assert "thermosgd.Monitor" in report and "Each grid point" not in report  # its own intro
     table = pd.read_csv(out / "analysis_table.csv")
-    assert set(table["group"]) == {"fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "other", "all"}
+    assert set(table["group"]) == {"fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "fc.weight",
+                                   "head.weight", "other", "all"}
 
 
 def test_host_syncs_only_at_flushes(monkeypatch):
@@ -453,6 +475,10 @@ def test_regimes_on_synthetic_histories():
                        "distance": np.where(first, 0.0, 0.25 * np.log(2)),
                        "angular_update_theory": np.where(first, 0.1, 0.1 / np.sqrt(2)),
                        "angular_update": np.where(first, 0.1, 0.05)}),
+        # the learning rate moved 8 %, but Tr Sigma fell 61 %: the noise dies, not the schedule
+        ("converging", {"learning_rate": np.linspace(0.1, 0.092, 20), "relaxation_steps": 100.0,
+                        "trace_cov": shrinking**2.5, "distance": 0.3,
+                        "angular_update": 0.1 * np.exp(-0.6)}),
         # a slow decay (8 % over the window) that the group follows within the bands
         ("equilibrium", {"learning_rate": np.linspace(0.1, 0.092, 20),
                          "relaxation_steps": 100.0}),
@@ -558,3 +584,123 @@ def test_the_monitor_keeps_its_older_import_paths():
     from thermosgd.nn.monitor import Monitor as old
 
     assert old is packaged is Monitor is thermosgd.Monitor
+
+
+def _two_layer_net():
+    return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4, affine=False), nn.ReLU(),
+                         nn.Linear(4, 3, bias=False), nn.BatchNorm1d(3, affine=False),
+                         nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("second_lr", [0.05, 0.1])
+def test_rows_over_several_parameter_groups_read_each_element_own_rates(second_lr):
+    """A row over parameters of several optimizer groups shows the d-weighted mean learning rate
+    and the norm-weighted weight decay, and is predicted only while the groups agree on the
+    learning rate."""
+    torch.manual_seed(0)
+    model, (x, y) = _two_layer_net(), _data()
+    opt = torch.optim.SGD([
+        {"params": [model[0].weight, model[0].bias], "lr": 0.1, "weight_decay": 1e-3},
+        {"params": [model[3].weight], "lr": second_lr, "weight_decay": 1e-3},
+        {"params": list(model[5].parameters()), "lr": 0.05, "weight_decay": 1e-2}],
+        momentum=0.9)
+    biases = []  # |b|^2 of the two biases before each step
+    opt.register_step_pre_hook(lambda o, a, k: biases.append(
+        [float(model[0].bias.detach().norm() ** 2), float(model[5].bias.detach().norm() ** 2)]))
+    with Monitor(model, opt, every=4, noise_window=4) as mon:
+        _train(model, opt, x, y, 8)
+    state = mon.state().set_index("group")
+    assert state.loc["0.weight", "level"] == "layer" and state.loc["0.weight[1]", "level"] == "group"
+    assert state.loc["0.weight", "learning_rate"] == pytest.approx(0.1)
+    assert state.loc["3.weight", "learning_rate"] == pytest.approx(second_lr)
+    assert np.isfinite(state.loc[["0.weight", "3.weight"], "radius_theory_corrected"]).all()
+    # "all": 20 elements at 0.1, 12 at second_lr
+    assert state.loc["all", "d"] == 32
+    assert state.loc["all", "learning_rate"] == pytest.approx((20 * 0.1 + 12 * second_lr) / 32)
+    assert np.isfinite(state.loc["all", "radius_theory_corrected"]) == (second_lr == 0.1)
+    # "other": the first layer's bias (4, wd 1e-3) and the head's bias (2, wd 1e-2); its
+    # weight decay is the rate at which decay shrinks |w|^2, weighted by the norms
+    first, head = biases[7]
+    assert state.loc["other", "d"] == 4 + 2
+    assert state.loc["other", "weight_decay"] == pytest.approx(
+        (1e-3 * first + 1e-2 * head) / (first + head), rel=1e-5)
+    assert np.isnan(state.loc["other", "radius_theory_corrected"])
+    assert state.loc["5.weight", "weight_decay"] == pytest.approx(1e-2)
+
+
+def test_rows_written_before_the_level_column_read_with_their_level(tmp_path):
+    """A monitored run of schema 0.2 has no "level": it is inferred from the names."""
+    torch.manual_seed(0)
+    model, (x, y) = BnNet(), _data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    out = tmp_path / "run"
+    with Monitor(model, opt, every=2, out=out):
+        _train(model, opt, x, y, 4)
+    levels = dict(zip(*monitordir.read_metrics(out)[["group", "level"]].to_numpy().T))
+    for part in (out / "metrics").glob("*.parquet"):  # as thermosgd 0.2 wrote them
+        old = pd.read_parquet(part)
+        old = old[~old["group"].isin(["fc.weight", "head.weight"])].drop(columns="level")
+        old.to_parquet(part, index=False)
+    table = monitordir.read_metrics(out)
+    assert list(table.columns[:4]) == ["step", "group", "layer", "level"]
+    assert dict(zip(table["group"], table["level"])) == {
+        g: levels[g] for g in ("fc.weight[0]", "fc.weight[1]", "fc.weight[2]", "other", "all")}
+
+
+@pytest.mark.parametrize("adamw", [False, True])
+def test_radial_force_is_the_gradient_push_against_weight_decay(adamw):
+    """kappa = g . w / (lambda r^2) at the log step (AdamW: g / (sqrt(v_hat) + eps), as its
+    step applies it): the value the step's own tensors give; zero for scale-invariant groups
+    under SGD (P2)."""
+    torch.manual_seed(0)
+    model, (x, y) = BnNet(), _data()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2) if adamw else \
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    pushes, seen, head = [], [], model.head.weight
+
+    def before(o, a, k):
+        seen[:] = [head.detach().double().flatten().clone(), head.grad.double().flatten()]
+
+    def after(o, a, k):
+        (w, g), scale = seen, 1.0
+        if adamw:  # the preconditioner the step applied
+            state = opt.state[head]
+            v = state["exp_avg_sq"].double().flatten() / (1 - 0.999 ** float(state["step"]))
+            scale = v.sqrt() + 1e-8
+        pushes.append(float((g / scale) @ w) / (1e-2 * float(w @ w)))
+    opt.register_step_pre_hook(before)
+    opt.register_step_post_hook(after)
+    with Monitor(model, opt, every=3, noise_window=3) as mon:
+        _train(model, opt, x, y, 6)
+    state = mon.state().set_index("group")
+    assert state.loc["head.weight", "radial_force"] == pytest.approx(pushes[5], rel=1e-4)
+    assert abs(pushes[5]) > 1e-2  # the head's gradient does push its norm
+    channels = state.loc[["fc.weight[0]", "fc.weight[1]", "fc.weight[2]"], "radial_force"]
+    if adamw:  # a coordinate-wise preconditioner tilts even an orthogonal gradient
+        assert np.isfinite(channels).all()
+    else:  # orthogonal up to float32 rounding and BatchNorm's eps (P2)
+        assert np.abs(channels).max() < 1e-3 * abs(pushes[5])
+
+
+def test_a_group_whose_bias_does_not_decay_is_predicted_with_its_norm_weighted_decay():
+    """The usual recipe puts biases in a group without weight decay. A Linear -> LayerNorm
+    layer's weight and bias form one scale-invariant group over two optimizer groups: it is
+    predicted with lambda = sum_k lambda_k |w_k|^2 / |w|^2, the rate decay shrinks |w|^2 at."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.LayerNorm(4, elementwise_affine=False),
+                          nn.Linear(4, 2))
+    x, y = _data()
+    opt = torch.optim.SGD([{"params": [model[0].weight, model[2].weight], "weight_decay": 1e-2},
+                           {"params": [model[0].bias, model[2].bias], "weight_decay": 1e-3}],
+                          lr=0.1, momentum=0.9)
+    norms = []
+    opt.register_step_pre_hook(lambda o, a, k: norms.append(
+        [float(model[0].weight.detach().norm() ** 2), float(model[0].bias.detach().norm() ** 2)]))
+    with Monitor(model, opt, every=4, noise_window=4) as mon:
+        _train(model, opt, x, y, 8)
+    row = mon.state().set_index("group").loc["0.weight"]
+    w2, b2 = norms[7]
+    assert row["d"] == 5 * 4 + 4 and row["scale_invariant"]
+    assert row["weight_decay"] == pytest.approx((1e-2 * w2 + 1e-3 * b2) / (w2 + b2), rel=1e-5)
+    assert row["norm"] == pytest.approx((w2 + b2) ** 0.5, rel=1e-5)
+    assert np.isfinite(row["radius_theory_corrected"]) and np.isfinite(row["angular_update_theory"])

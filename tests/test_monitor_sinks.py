@@ -35,7 +35,9 @@ def test_tensorboard_sink(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert "thermosgd/norm/fc.weight[0]" in tags and "thermosgd/angular_update/all" in tags
+    # by default the whole weights: fc.weight (the sum of its 3 channels), the head, all
+    assert "thermosgd/norm/fc.weight" in tags and "thermosgd/angular_update/all" in tags
+    assert not any(tag.endswith("]") for tag in tags)
     assert [e.step for e in events.Scalars("thermosgd/norm/all")] == [2, 4, 6]
 
 

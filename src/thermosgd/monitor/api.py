@@ -20,24 +20,28 @@ end), where the state and the predictions for the optimizer in use are formed
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import torch
 
+from thermosgd.monitor import columns as _columns
 from thermosgd.monitor import groups as _groups
+from thermosgd.monitor import optimizer as _optimizer
+from thermosgd.monitor import scaling as _scaling
 from thermosgd.monitor.stats import RAW, DeviceStats
 from thermosgd.monitor.predictions import classify, state_table
-from thermosgd.monitor.sinks import RunDirSink, TensorBoardSink, WandbSink
+from thermosgd.monitor.sinks import (RunDirSink, TensorBoardSink, WandbSink, check_scalars,
+                                     regimes_by_level)
 from thermosgd.results import monitordir
 from thermosgd.results.schema import MONITOR_COLUMNS
-from thermosgd.theory.optimizers import UnsupportedOptimizer, optimizer_from_torch
 
 __all__ = ["Monitor"]
 
 COSINE_TOLERANCE = 0.05  # median |cos(g, w)| over a flush above this: not orthogonal
-UNION, OTHER = "all", "other"
+OTHER = _columns.OTHER
 
 
 def _torch_optimizer(optimizer):
@@ -73,16 +77,25 @@ class Monitor:
     logs at most that decide a group's regime (those within the norm's relaxation time:
     :func:`thermosgd.monitor.predictions.classify`); ``entropy_queue`` snapshots (0: off) for
     the sphere entropy of groups of at most ``entropy_max_dim`` weights; ``tensorboard`` a
-    SummaryWriter or a log dir; ``wandb`` a W&B run (or True: the active one); ``sinks`` more sinks;
+    SummaryWriter or a log dir; ``wandb`` a W&B run (or True: the active one); ``scalars`` which
+    rows TensorBoard and W&B get: "layers" (whole weights, "other" and "all": a few hundred tags
+    on a ResNet), "groups" (every group too, each channel) or a list of row names; the run
+    directory keeps every row whatever it says; ``sinks`` more sinks;
     ``example`` an input batch to find the groups at once; ``overwrite`` replaces a monitored
-    run already in ``out``.
+    run already in ``out`` (one monitor writes a directory at a time); ``scaler`` the loop's
+    ``torch.amp.GradScaler``. Steps are the loop's: one per optimizer step, plus each step the
+    scaler skips (inf/nan gradients: counted from its ``update()`` calls) or :meth:`step_to`
+    adds (the Lightning and HF callbacks pass their ``global_step``); a log is taken at the
+    first optimizer step at or after each multiple of ``every``. Parameters the optimizer trains
+    outside ``model`` are measured with the non-scale-invariant ones; none of the model's: refused.
     """
 
     def __init__(self, model, optimizer, *, out=None, every: int = 10, groups="auto",
                  granularity: str | None = None, noise_window: int = 5,
                  flush_every: int = 100, regime_window: int = 20, entropy_queue: int = 0,
-                 entropy_max_dim: int = 2000, tensorboard=None, wandb=None, sinks=(),
-                 example=None, overwrite: bool = False):
+                 entropy_max_dim: int = 2000, tensorboard=None, wandb=None,
+                 scalars="layers", sinks=(),
+                 example=None, overwrite: bool = False, scaler=None):
         self.every = _positive_int("every", every)
         self.noise_window = _positive_int("noise_window", noise_window, 2)
         self.flush_every = _positive_int("flush_every", flush_every)
@@ -95,48 +108,31 @@ class Monitor:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model, self.optimizer = model, _torch_optimizer(optimizer)
-        names = {id(p): n for n, p in model.named_parameters()}
-        if not names:
-            raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to "
-                             "monitor (pass the model whose weights the optimizer trains)")
-        self._params, self._param_group, self._names = [], [], []
-        for k, hp in enumerate(self.optimizer.param_groups):
-            for p in hp["params"]:
-                if p.requires_grad and id(p) not in {id(q) for q in self._params}:
-                    self._params.append(p)
-                    self._param_group.append(k)
-                    self._names.append(names.get(id(p), f"param{len(self._params) - 1}"))
-        if not self._params:
-            raise ValueError("the optimizer trains none of the model's parameters (all frozen or "
-                             "none given to it): give it the model's parameters")
+        self._params, self._param_group, self._names = _optimizer.trained_parameters(
+            model, self.optimizer)
+        self._scaler = None if scaler is None else _optimizer.ScalerSteps(scaler)
         if groups != "auto" and groups is not None and not isinstance(groups, (list, tuple, dict)):
             raise ValueError(f"groups must be 'auto', None, a list of weight names or a dict "
                              f"name -> 'layer' | 'channel'; got {groups!r}")
         self._override = None if groups == "auto" else _groups.groups_from_override(
             model, groups or [])
         self._granularity = granularity
-        self.theory, self.theory_notes = [], []
-        for k in range(len(self.optimizer.param_groups)):
-            try:
-                self.theory.append(optimizer_from_torch(self.optimizer, k))
-                self.theory_notes.append("")
-            except UnsupportedOptimizer as err:
-                self.theory.append(None)
-                self.theory_notes.append(str(err))
+        self.theory, self.theory_notes = _optimizer.theories(self.optimizer)  # warns
+        self.decay_notes = _optimizer.decay_notes(self.optimizer, self._params, self._param_group,
+                                                  self._names, self._override)  # warns
+        check_scalars(scalars)
         extra = list(sinks)
         if tensorboard is not None:
-            extra.append(TensorBoardSink(tensorboard))
+            extra.append(TensorBoardSink(tensorboard, scalars=scalars))
         if wandb is not None and wandb is not False:
-            extra.append(WandbSink(None if wandb is True else wandb))
-        self.out = None
+            extra.append(WandbSink(None if wandb is True else wandb, scalars=scalars))
+        self.out, self._lock = None, None
         if out is not None:  # last: a refused option leaves nothing written
-            self.out = monitordir.claim(out, self._settings(), overwrite=overwrite)
+            self.out, self._lock = monitordir.claim(out, self._settings(), overwrite=overwrite)
+            weakref.finalize(self, self._lock.release)  # never closed: freed when collected
             extra.insert(0, RunDirSink(self.out))
         self.sinks = extra
-        for note in sorted({n for n in self.theory_notes if n}):
-            warnings.warn(f"thermosgd.Monitor: {note}; its groups are measured, their "
-                          "predictions are left empty", UserWarning, stacklevel=2)
-        self.step = self.logs = self.flushes = 0
+        self.step = self.logs = self.flushes = self.optimizer_steps = self._logged = 0
         self._slot, self._log_steps, self._hyper = 0, [], []
         self._history, self._last = None, pd.DataFrame(columns=list(MONITOR_COLUMNS))
         self._unconfirmed, self._closed, self._stats, self._groups = set(), False, None, None
@@ -144,15 +140,19 @@ class Monitor:
         self._recorder = _groups.Recorder(model) if self._override is None else None
         self._hooks = [self.optimizer.register_step_pre_hook(self._before),
                        self.optimizer.register_step_post_hook(self._after)]
-        if self._recorder is None:
-            self._finalize()
-        elif example is not None:
-            was = model.training
-            model.eval()  # structure only: no BatchNorm statistics move
-            with torch.enable_grad():  # a graph, to see which layer outputs feed two ops
-                model(example)
-            model.train(was)
-            self._finalize()
+        if self._scaler is not None:
+            self._scaler.attach(self)
+        try:
+            if self._recorder is None:
+                self._finalize()
+            elif example is not None:
+                # train mode, as the scaling test reruns it; a graph, to see which layer
+                # outputs feed two ops; no BatchNorm statistics, mode or RNG state moves
+                _groups.example_pass(model, example)
+                self._finalize()
+        except BaseException:  # a monitor that did not start leaves no hook and no lock
+            self._detach()
+            raise
 
     # ---- the groups ------------------------------------------------------------------------
 
@@ -164,62 +164,62 @@ class Monitor:
 
     def _finalize(self) -> None:
         if self._recorder is not None:
-            self._recorder.remove()
-            found = _groups.make_groups(self.model, self._recorder.edges, self._granularity)
+            found, self.discovery = _scaling.discover(self.model, self._recorder,
+                                                      self._granularity)
         else:
-            found = self._override
+            found, self.discovery = self._override, None  # named by hand: nothing to test
         trained = set(self._names)
         self._groups = [g for g in found if set(g.params) <= trained]
-        index = {n: k for k, n in enumerate(self._names)}
-        rows = [torch.full((max(p.shape[0], 1) if p.dim() else 1,), -1, dtype=torch.int64)
-                for p in self._params]
-        for gid, g in enumerate(self._groups):
-            for name in g.params:
-                rows[index[name]][list(g.rows)] = gid
-        per_element = [r.repeat_interleave(max(p.numel(), 1) // r.numel())[: p.numel()]
-                       for r, p in zip(rows, self._params)]
-        element = torch.cat(per_element)
-        has_other = bool((element < 0).any())  # before training: a host read of a CPU tensor
-        element[element < 0] = len(self._groups)
-        count = len(self._groups) + int(has_other)
-        device = self._params[0].device
-        self._d = np.bincount(element.numpy(), minlength=count).astype(float)
-        self._other = has_other
-        self._layers = [g.layer for g in self._groups] + ([OTHER] if has_other else [])
-        self._pg = [self._param_group[index[g.layer]] for g in self._groups]
-        self._stats = DeviceStats(self._params, element.to(device), count, self.flush_every,
-                                  self.noise_window)
+        self._cols, rows = _columns.layout(self._groups, self._params, self._names,
+                                           self._param_group, len(self.optimizer.param_groups))
+        self._d = self._cols.d
         self._adam = any(t is not None and t.adaptive for t in self.theory)
-        self._entropy_groups = []  # (group id, slice of the snapshot queue)
+        # groups are whole rows of parameters: the device sums take the per-row columns
+        self._stats = DeviceStats(self._params, rows, self._cols.stored,
+                                  capacity=self.flush_every, noise_window=self.noise_window,
+                                  every=self.every, adaptive=self._adam)
+        self._entropy_groups = []  # (group id, its weights' positions in a snapshot)
         if self.entropy_queue:
             small = [k for k in range(len(self._groups)) if self._d[k] <= self.entropy_max_dim]
-            picked = [torch.nonzero(element == k).reshape(-1) for k in small]
-            if picked:
-                self._stats.keep_snapshots(self.entropy_queue, torch.cat(picked))
-                ends = np.cumsum([len(p) for p in picked])
-                self._entropy_groups = [(k, slice(e - len(p), e))
-                                        for k, p, e in zip(small, picked, ends)]
-        self.not_scale_invariant = sorted({n for n, r in zip(self._names, rows) if (r < 0).any()})
+            if small:  # a group's device columns: one per optimizer parameter group
+                owner = {j: k for k in small for j in self._cols.members[k]}
+                merged = {}
+                for j, part in self._stats.keep_snapshots(self.entropy_queue, sorted(owner)):
+                    merged.setdefault(owner[j], []).append(part)
+                self._entropy_groups = [(k, torch.cat(v)) for k, v in merged.items()]
+        self.not_scale_invariant = sorted(
+            {n for n, r in zip(self._names, rows) if bool((r >= len(self._groups)).any())})
         if not self._groups and self._recorder is not None:
             warnings.warn(f"thermosgd.Monitor: no scale-invariant group found in "
-                          f"{type(self.model).__name__} (no Conv/Linear weight feeding a "
-                          "BatchNorm, GroupNorm or LayerNorm module directly): only the generic "
-                          "measurements (norm, angle, noise) of its parameters as group 'other' "
-                          "are made; name groups with groups=[...] if the model normalizes "
+                          f"{type(self.model).__name__} ({self.discovery.describe()}): "
+                          "each weight matrix is measured on its own rows with its optimizer's "
+                          "rotational equilibrium as an approximate prediction, the rest as "
+                          "'other'; name groups with groups=[...] if the model normalizes "
                           "another way", UserWarning, stacklevel=3)
         if self.out is not None:
             monitordir.write_config(self.out, self._config_record())
 
     def _config_record(self) -> dict:
-        groups = [{"group": g.name, "layer": g.layer, "params": list(g.params),
-                   "rows": list(g.rows), "d": int(self._d[k]), "norm": g.norm,
-                   "scale_invariant": True, "param_group": self._pg[k]}
-                  for k, g in enumerate(self._groups)]
-        if self._other:
-            groups.append({"group": OTHER, "layer": OTHER, "params": self.not_scale_invariant,
-                           "d": int(self._d[-1]), "scale_invariant": False})
+        c = self._cols
+        params = {g.name: list(g.params) for g in self._groups}
+        rows = {g.name: list(g.rows) for g in self._groups}
+        norms = {g.name: {"norm": g.norm, "found": g.found} for g in self._groups}
+        groups = []
+        for k, name in enumerate(c.names):
+            record = {"group": name, "layer": c.layers[k], "level": c.levels[k],
+                      "d": int(c.d[k]), "scale_invariant": bool(c.scale_invariant[k]),
+                      "param_groups": [int(j) for j in np.flatnonzero(c.share[k] > 0)]}
+            if name in params:
+                record |= {"params": params[name], "rows": rows[name], **norms[name]}
+            elif name == OTHER:
+                record["params"] = [n for n in self.not_scale_invariant
+                                    if n not in c.matrices]
+            elif name in c.matrices:
+                record["params"] = [name]
+            groups.append(record)
         optimizers = [{"param_group": k, "theory": None if t is None else t.to_dict(),
-                       "label": None if t is None else t.label, "note": note}
+                       "label": None if t is None else t.label,
+                       "note": "; ".join(n for n in (note, self.decay_notes[k]) if n)}
                       for k, (t, note) in enumerate(zip(self.theory, self.theory_notes))]
         return {"settings": self._settings(), "groups": groups, "optimizers": optimizers,
                 "not_scale_invariant": self.not_scale_invariant}
@@ -259,11 +259,15 @@ class Monitor:
         if self._groups is None:
             self._finalize()
         self.step += 1
+        self.optimizer_steps += 1
         phase = self.step % self.every
-        self._logging = phase == 0
-        if self.every <= self.noise_window or phase == 0 or phase > self.every - self.noise_window:
+        # due at a multiple of every, or at the first step after one a skipped step passed
+        self._logging = self.step // self.every > self._logged // self.every
+        if self.every <= self.noise_window or self._logging or \
+                phase > self.every - self.noise_window:
             self._stats.accumulate()
         if self._logging:
+            self._logged = self.step
             self._stats.close_window(keep_mean_square=self._adam)
             self._stats.before(self._slot)
 
@@ -318,43 +322,27 @@ class Monitor:
         self._last = rows[rows["step"] == steps[-1]].reset_index(drop=True)
         return rows
 
-    def _columns(self, raw: dict, cols: list[int], theory, hyper, pg) -> dict:
-        lr = np.array([[float(h[pg][0])] * len(cols) for h in hyper])
-        wd = np.array([[float(h[pg][1])] * len(cols) for h in hyper])
-        return state_table({k: v[:, cols] for k, v in raw.items()}, d=self._d_all[cols],
-                           optimizer=theory, learning_rate=lr, weight_decay=wd)
-
     def _rows(self, table, steps, hyper) -> pd.DataFrame:
-        si = len(self._groups)
-        names = [g.name for g in self._groups] + ([OTHER] if self._other else []) + [UNION]
-        union = table[:, :, :si].sum(2, keepdims=True) if si else np.full(
-            (len(steps), len(RAW), 1), np.nan)
-        n = RAW.index("n")
-        union[:, n] = table[:, n, :1]  # every sum but the window's length adds over groups
-        table = np.concatenate([table, union], axis=2)  # (logs, RAW, groups + union)
+        c, si, logs = self._cols, len(self._groups), len(steps)
+        table_r0sq = table[:, RAW.index("r0sq")]  # (logs, stored)
+        table = c.expand(table, RAW.index("n"))  # (logs, RAW, rows): the unions added
         raw = {k: table[:, j, :] for j, k in enumerate(RAW)}
-        self._d_all = np.append(self._d, self._d[:si].sum())
+        lr, wd = c.hyperparameters(hyper, table_r0sq)  # (logs, rows) each
         columns = {}
-        pgs = {k: [j for j in range(si) if self._pg[j] == k] for k in set(self._pg)}
-        shared = set(self._pg) == {self._pg[0]} if si else False
-        if shared:
-            pgs[self._pg[0]] = pgs[self._pg[0]] + [len(names) - 1]
-        blocks = [(cols, self.theory[k], k) for k, cols in pgs.items()]
-        rest = [j for j in range(len(names)) if not any(j in c for c, _, _ in blocks)]
-        blocks.append((rest, None, 0))
-        for cols, theory, pg in blocks:
-            if cols:
-                for key, value in self._columns(raw, cols, theory, hyper, pg).items():
-                    columns.setdefault(key, np.full((len(steps), len(names)), np.nan))[:, cols] \
-                        = value
+        for cols, theory in c.prediction_blocks(hyper, self.theory):
+            values = state_table({k: v[:, cols] for k, v in raw.items()}, d=c.d[cols],
+                                 optimizer=theory, learning_rate=lr[:, cols],
+                                 weight_decay=wd[:, cols])
+            for key, value in values.items():
+                columns.setdefault(key, np.full((logs, len(c.names)), np.nan))[:, cols] = value
         columns["regime"] = self._regimes(steps, columns)
-        self._check_orthogonal(names[:si], columns["grad_cosine"][:, :si])
-        frame = {"step": np.repeat(steps, len(names)), "group": names * len(steps),
-                 "layer": (self._layers + [UNION]) * len(steps),
-                 "scale_invariant": ([True] * si + [False] * self._other + [si > 0]) * len(steps),
-                 "d": np.tile(self._d_all.astype(np.int64), len(steps))}
+        self._check_orthogonal(c.names[:si], columns["grad_cosine"][:, :si])
+        frame = {"step": np.repeat(steps, len(c.names)), "group": c.names * logs,
+                 "layer": c.layers * logs, "level": c.levels * logs,
+                 "scale_invariant": np.tile(c.scale_invariant, logs),
+                 "d": np.tile(c.d.astype(np.int64), logs)}
         frame |= {k: np.asarray(v).reshape(-1) for k, v in columns.items()}
-        frame |= self._stats.entropies(self._entropy_groups, len(steps), len(names))
+        frame |= self._stats.entropies(self._entropy_groups, logs, len(c.names))
         return pd.DataFrame(frame)[list(MONITOR_COLUMNS)]
 
     def _regimes(self, steps, columns) -> np.ndarray:
@@ -393,25 +381,44 @@ class Monitor:
 
     def summary(self, status: str) -> dict:
         counts = Counter(self._last["regime"]) if len(self._last) else {}
-        return {"status": status, "steps": self.step, "logs": self.logs,
-                "flushes": self.flushes, "groups": len(self._groups or []),
+        last = self._last.replace({np.nan: None}).to_dict("records")
+        return {"status": status, "steps": self.step, "optimizer_steps": self.optimizer_steps,
+                "logs": self.logs, "flushes": self.flushes, "groups": len(self._groups or []),
                 "unconfirmed_groups": sorted(self._unconfirmed), "regimes": dict(counts),
-                "last": self._last.replace({np.nan: None}).to_dict("records")}
+                "regimes_by_level": regimes_by_level(last), "last": last}
+
+    def step_to(self, step: int) -> None:
+        """``step`` steps of the loop are done, taken or skipped (a resumed run, a step a
+        GradScaler skipped): the next optimizer step is ``step + 1``. Never moves back."""
+        step = _positive_int("step", step, 0)
+        if step < self.step:
+            raise ValueError(f"step_to({step}) would move the monitor back from step "
+                             f"{self.step}: pass the number of loop steps done so far")
+        if not self.optimizer_steps:  # the count starts here: first log at the next multiple
+            self._logged = step
+        self.step = step
 
     def close(self, status: str = "finished") -> None:
-        """Flush, detach the hooks and close the sinks (idempotent)."""
+        """Flush, detach the hooks, close the sinks and free ``out`` (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        for hook in self._hooks:
-            hook.remove()
-        if self._recorder is not None:
-            self._recorder.remove()
+        self._detach(keep_lock=True)
         try:
             self.flush()
         finally:
-            for sink in self.sinks:
-                sink.close(self.summary(status))
+            try:
+                for sink in self.sinks:
+                    sink.close(self.summary(status))
+            finally:
+                self._detach()
+
+    def _detach(self, *, keep_lock: bool = False) -> None:
+        for held in (*self._hooks, self._recorder, self._scaler):
+            if held is not None:
+                held.remove()
+        if self._lock is not None and not keep_lock:
+            self._lock.release()
 
     def __enter__(self) -> Monitor:
         return self

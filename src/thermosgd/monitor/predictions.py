@@ -39,6 +39,16 @@ SGD the exact single-step one: |w1|^2 = (1 - eta lambda)^2 r^2 + eta^2 |g|^2 wit
 to w, so tan^2(theta) = eta^2 |g|^2 / ((1 - eta lambda)^2 r^2) and at balance E tan^2(theta) =
 1 / (1 - eta lambda)^2 - 1, i.e. cos(theta*) = 1 - eta lambda.
 
+A weight that is not scale-invariant (``thermosgd.monitor.columns``) is predicted as if it
+were, the rotational equilibrium of its optimizer; its norm balance has one more term, the
+gradient's push along w. ``radial_force`` kappa = E[g . w] / (lambda r^2) (AdamW: g / (sqrt(v_hat)
++ eps), the gradient as its step applies it) is that push against weight decay's pull, and the
+balance then reads r^4 (1 + kappa) = r*^4 (AdamW r^2 (1 + kappa) = r*^2). kappa = 0 for a
+scale-invariant group under SGD and momentum (P2); AdamW's coordinate-wise preconditioner tilts
+even an orthogonal gradient, so there kappa also measures the radial term that moves a
+scale-invariant group off r* when the noise is anisotropic. Where |kappa| is small the
+approximation holds (``docs/optimizers.md``).
+
 Relaxation time: the norm balance per step x = r^2, dx = -2 eta' lambda x + eta'^2 Q / x
 (Q = E|grad L_B(w_bar)|^2), linearized at x*^2 = eta' Q / (2 lambda) relaxes at rate
 4 eta' lambda (SGD, momentum, Nesterov); for AdamW the step's size is set by the preconditioner,
@@ -164,7 +174,7 @@ def state_table(raw: dict, *, d, optimizer, learning_rate, weight_decay) -> dict
         "noise_steps": n,
         "preconditioner": np.full_like(r0, np.nan),
     }
-    names = ("effective_learning_rate", "temperature", "pressure", "compressibility",
+    names = ("radial_force", "effective_learning_rate", "temperature", "pressure", "compressibility",
              "radius_theory", "radius_theory_corrected", "angular_update_theory",
              "angular_update_theory_corrected", "distance", "relaxation_steps")
     cols |= {k: np.full_like(r0, np.nan) for k in names}
@@ -210,6 +220,11 @@ def state_table(raw: dict, *, d, optimizer, learning_rate, weight_decay) -> dict
             "distance": np.log(r0 / r_g),
             "relaxation_steps": np.where(ok, 1.0 / rate_of_relaxation, np.inf),
         }
+        # the gradient's mean push on the norm against weight decay's pull (0 for a
+        # scale-invariant group under SGD, P2); AdamW's gradient as its step applies it,
+        # g / (sqrt(v_hat) + eps), which its preconditioner tilts off the sphere's tangent
+        push = raw.get("gvw", np.full_like(r0, np.nan)) if optimizer.adaptive else raw["gw"]
+        cols["radial_force"] = _ratio(push, lam * r0sq)
         if optimizer.name == "sgd":
             cols["angular_update_theory_corrected"] = np.where(
                 ok & (lr * wd < 1), np.arccos(1.0 - lr * wd), np.nan) * np.ones_like(r0)
@@ -254,12 +269,17 @@ def _norm_off(norm, distance, mask):
                 - 0.25 * np.log(_mean((norm * np.exp(-distance)) ** 4, ok)))
 
 
-def _moved(values, mask):
-    """Whether ``values`` (W, G) spread by more than SCHEDULE_TOLERANCE over ``mask``."""
+def _spread(values, mask):
+    """The relative spread (max - min) / max of ``values`` (W, G) over ``mask``: (G,)."""
     hi = np.where(mask, values, -np.inf).max(0)
     lo = np.where(mask, values, np.inf).min(0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(hi > 0, (hi - lo) / np.where(hi > 0, hi, 1.0), 0.0) > SCHEDULE_TOLERANCE
+        return np.where(hi > 0, (hi - lo) / np.where(hi > 0, hi, 1.0), 0.0)
+
+
+def _moved(values, mask):
+    """Whether ``values`` (W, G) spread by more than SCHEDULE_TOLERANCE over ``mask``."""
+    return _spread(values, mask) > SCHEDULE_TOLERANCE
 
 
 def classify(steps, *, norm, trace_cov, distance, angular_update, angular_update_theory,
@@ -280,9 +300,11 @@ def classify(steps, *, norm, trace_cov, distance, angular_update, angular_update
       grows, the road to the loss spikes of scale-invariant nets (Lobacheva et al., 2021);
     - scheduled: outside the bands after the learning rate or weight decay moved by more than
       5 % over the schedule span (or to 0): the group lags its schedule;
-    - converging: hyperparameters constant, Tr Sigma falls significantly over the window while
-      the norm sits above its band: the noise dies out and SGD converges like full-batch GD
-      (appendix H);
+    - converging: Tr Sigma falls significantly over the window while the norm sits above its
+      band: the noise dies out and SGD converges like full-batch GD (appendix H); it takes
+      precedence over "scheduled" when Tr Sigma's fall over the window is at least twice, in
+      log terms, the spread of the learning rate and weight decay (r*^4 ~ eta Tr Sigma: the
+      noise, not the schedule, moved the prediction);
     - relaxing: outside the bands with constant hyperparameters otherwise (a transient, at the
       relaxation time of the norm balance);
     - idle: no gradient reached the group in the last noise window while the learning rate is
@@ -318,10 +340,15 @@ def classify(steps, *, norm, trace_cov, distance, angular_update, angular_update
         collapsing = (t_norm < TREND_T) & (fall_norm > TREND_FALL) & (off_angle > ANGLE_BAND)
         converging = ((t_noise < TREND_T) & (fall_noise > TREND_FALL)
                       & (off_new > NORM_BAND))
+        # r*^4 ~ eta Tr Sigma: the noise's fall is at least twice the schedule's in log
+        # terms (the schedule explains at most a third of the fall of r*^4)
+        kept = 1.0 - np.maximum(_spread(lr, judged), _spread(wd, judged))
+        noise_first = converging & (1.0 - fall_noise < kept**2)
         frozen = lr_now == 0  # r* = 0 too: nothing moves, nothing to predict
     out = np.select(
-        [np.isnan(last), frozen & moved, frozen, last == np.inf, collapsing, near, moved,
-         converging],
-        ["", "scheduled", "", "idle", "collapsing", "equilibrium", "scheduled", "converging"],
+        [np.isnan(last), frozen & moved, frozen, last == np.inf, collapsing, near, noise_first,
+         moved, converging],
+        ["", "scheduled", "", "idle", "collapsing", "equilibrium", "converging", "scheduled",
+         "converging"],
         "relaxing")
     return out.tolist()

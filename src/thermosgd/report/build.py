@@ -17,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from thermosgd.analysis.checks import TABLE4_CHARTS
+from thermosgd.analysis.monitor import layer_names
 from thermosgd.analysis.rules import judge, tolerance_lines
 from thermosgd.analysis.sources import Analysis, analyse_path, write_analysis
 from thermosgd.monitor.predictions import ANGLE_BAND, NORM_BAND
@@ -42,16 +46,18 @@ INTRO = (
     "Table 4: the quadratic entropy fit of eq. 34/108, its Maxwell relation and 95 % bootstrap "
     "intervals, with the paper's value beside ours where the paper has the same setup.")
 MONITOR_INTRO = (
-    "A training run of your own, watched by thermosgd.Monitor: for each scale-invariant group "
-    "(the weights of a channel or layer whose output goes straight into a normalization) and "
-    "for their union, the weight norm r, the rms angle turned per step, the effective learning "
-    "rate, Tr Σ from the loop's own gradients, temperature T, pressure p and Z = pV/(RT), "
-    "beside the stationary radius and rms angle that the optimizer in use predicts, and the "
-    f"regime each group is in: equilibrium only when |log(r/r*)| < {NORM_BAND:g} and, for the "
-    f"rms angle per step, |log(θ/θ*)| < {ANGLE_BAND:g}, over its last relaxation time; "
-    "scheduled when it lags a change of learning rate or weight "
-    "decay; relaxing, converging, collapsing or idle otherwise. The predictions apply only "
-    "where a group has reached its stationary state.")
+    "A training run of your own, watched by thermosgd.Monitor, read per layer: each weight "
+    "whose output goes straight into a normalization is scale-invariant (the sum of its "
+    "channels' groups under BatchNorm); another weight matrix is predicted approximately; "
+    "'all' is the union of the scale-invariant groups. For each, the weight norm r, the rms "
+    "angle turned per step, the effective learning rate, Tr Σ from the loop's own gradients, "
+    "temperature T, pressure p and Z = pV/(RT), beside the stationary radius r* and rms angle "
+    "θ* that the optimizer in use predicts, and its regime: equilibrium only when "
+    f"|log(r/r*)| < {NORM_BAND:g} and |log(θ/θ*)| < {ANGLE_BAND:g} over its last relaxation "
+    "time; scheduled when it lags a change of learning rate or weight decay; relaxing, "
+    "converging, collapsing or idle otherwise. The predictions apply only where a layer has "
+    "reached its stationary state. Every channel group stays in the run's metrics/*.parquet "
+    "and analysis_table.csv.")
 
 
 @dataclass
@@ -201,11 +207,54 @@ def _table4_comparison(analysis: Analysis):
     return head, rows, analysis.setup.get("paper_note", "")
 
 
+NAMES_SHOWN = 10  # names listed per line; analysis.json keeps them all
+
+
+def _names(names: list) -> str:
+    """The first ``NAMES_SHOWN`` names, then how many more (a ResNet has 4800 channels)."""
+    shown = ", ".join(str(n) for n in names[:NAMES_SHOWN])
+    more = len(names) - NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def _run_lines(runs: dict) -> list[str]:
     labels = {"missing": "missing (not finished)", "diverged": "diverged, left out",
               "converging": "still converging (appendix H), left out of the checks",
               "damaged": "damaged, left out"}
-    return [f"{labels.get(k, k)}: {', '.join(v)}" for k, v in runs.items() if v]
+    return [f"{labels.get(k, k)}: {_names(v)}" for k, v in runs.items() if v]
+
+
+def _ratio(a, b) -> str:
+    a, b = float(a), float(b)
+    return f"{a / b:.3f}" if np.isfinite(a) and np.isfinite(b) and b > 0 else "—"
+
+
+def _layer_table(table: pd.DataFrame) -> list[list[str]]:
+    """One row per layer of a table whose rows have a ``level`` (a monitored run), in the
+    model's order, then "other" and "all": its stationary state against its prediction."""
+    if "level" not in table or table.empty:
+        return []
+    level = table["level"]
+    groups = table.loc[level == "group", "layer"].value_counts()
+    rows = [["layer", "d", "groups", "norm r", "r / r*", "rms angle per step", "angle / θ*",
+             "regime", "prediction"]]
+    order = {name: k for k, name in enumerate(layer_names(table))}
+    layers = table[level == "layer"]
+    layers = layers.iloc[np.argsort([order.get(g, len(order)) for g in layers["group"]],
+                                    kind="stable")]
+    for _, row in pd.concat([layers, table[level.isin(["other", "all"])]]).iterrows():
+        exact = bool(row["scale_invariant"])
+        kind = {"other": "none (biases, gains)", "all": "union of the scale-invariant groups"
+                }.get(row["level"], "scale-invariant" if exact else "approximate (not "
+                      "scale-invariant)")
+        count = groups.get(row["group"], 1 if exact and row["level"] == "layer" else 0)
+        rows.append([str(row["group"]), f"{int(row['d'])}", str(count) if count else "—",
+                     f"{float(row['norm']):.4g}",
+                     _ratio(row["norm"], row["radius_theory_corrected"]),
+                     f"{float(row['angular_update']):.3g}",
+                     _ratio(row["angular_update"], row["angular_update_theory"]),
+                     str(row["regime"] or "—"), kind])
+    return rows
 
 
 def summary_lines(analysed: list[Analysed]) -> list[str]:
@@ -217,6 +266,10 @@ def summary_lines(analysed: list[Analysed]) -> list[str]:
             continue
         for analysis in a.analyses:
             judged = [c for c in judge(analysis.checks) if c.status != "info"]
+            if not judged and analysis.setup.get("headline"):
+                lines.append(f"{analysis.name}: {analysis.setup['headline']}")
+                lines += [f"  {line}" for line in _run_lines(analysis.runs)]
+                continue
             passed = sum(c.status == "pass" for c in judged)
             failed = [c.name for c in judged if c.status != "pass"]
             what = f"{len(analysis.table)} configurations" + (
@@ -246,11 +299,14 @@ def _section(a: Analysed, analysis: Analysis, root: Path, dest: Path) -> _page.S
     if "paper" in table4 and not table4["paper"]:
         lines.append("the paper's Table 4 has no row for this setup; its predictions are the "
                      "targets in the tolerance column")
-    lines += _network_line(analysis.setup)
+    lines += _network_line(analysis.setup) + list(analysis.setup.get("lines", []))
     return _page.Section(title=_title(a, analysis, root),
                          lines=lines + _run_lines(analysis.runs), checks=judge(analysis.checks),
                          figures=figures, no_figure="No figure for this protocol.",
-                         comparison=_table4_comparison(analysis))
+                         comparison=_table4_comparison(analysis),
+                         table=_layer_table(analysis.table),
+                         headline=analysis.setup.get("headline", ""),
+                         short=analysis.setup.get("short", ""))
 
 
 _COMPARED = ("V1.interior_median_rel_error", "V1.compressibility_interior_median",
@@ -319,8 +375,9 @@ def report(path, *, bootstrap: int = 1000, analysed: list[Analysed] | None = Non
     kinds = {a.kind for a in analysed}
     intro = ([INTRO] if kinds - {"monitor"} else []) + ([MONITOR_INTRO] if "monitor" in kinds
                                                         else [])
+    # a monitored run is reported, not judged: the rules of the paper's checks would be noise
+    tolerances = tolerance_lines() if kinds - {"monitor"} else []
     written = _page.write_page(dest, _page.Page(title=title, intro=intro, setup=setup,
-                                                sections=sections,
-                                                tolerances=tolerance_lines()))
+                                                sections=sections, tolerances=tolerances))
     write_analyses(path, analysed, out=out)
     return written

@@ -58,8 +58,9 @@ FIGURES = (
     FigureSpec("learning_curves", "learning curves (paper Figure 13)", fig_learning_curves,
                lambda a: a.metrics is not None and "iteration" in a.metrics
                and len(a.metrics) > 0),
-    FigureSpec("monitor", "each scale-invariant group's norm and rms angle per step against the "
-               "predicted equilibrium, the groups' temperatures and Z = pV/(RT)", fig_monitor,
+    FigureSpec("monitor", "each layer's norm and rms angle per step over their predicted "
+               "equilibrium and its regime, over the steps; the union against its prediction",
+               fig_monitor,
                # a monitored run logs per group; isotropic and network tables carry the
                # predicted angle too, but no groups
                lambda a: a.metrics is not None and "group" in a.metrics

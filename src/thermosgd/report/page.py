@@ -32,6 +32,10 @@ class Section:
     # a side-by-side table (Table 4 on each entropy chart beside the paper): head, rows, note
     comparison: tuple[tuple[str, ...], list[tuple[str, ...]], str] | None = None
     table: list[list[str]] = field(default_factory=list)  # a free table, header row first
+    # what a result without judged checks found, in a sentence (a monitored run: its status
+    # and how many layers are at equilibrium), and in a few words for the overview's table
+    headline: str = ""
+    short: str = ""
 
     def judged(self) -> list[Check]:
         return [c for c in self.checks if c.status != "info"]
@@ -41,6 +45,8 @@ class Section:
 
     def verdict(self) -> str:
         judged = self.judged()
+        if not judged and self.short:
+            return self.short
         if not judged and self.table:
             return "comparison (below)"
         passed = sum(c.status == "pass" for c in judged)
@@ -81,7 +87,18 @@ def _status(check: Check) -> str:
 
 
 def summary_line(page: Page) -> str:
+    """How many judged checks pass; where nothing is judged, what the results found (their
+    headlines) or why nothing could be judged."""
     judged = [c for _, c in page.judged()]
+    if not judged:
+        told = [s.headline if len(page.sections) == 1 else f"{s.title}: {s.headline}"
+                for s in page.sections if s.headline]
+        if told:
+            return " ".join(told)
+        if not page.sections:
+            return f"Nothing could be judged: {page.empty}"
+        return ("Nothing could be judged: these results carry reported numbers only, no check "
+                "with a tolerance.")
     count = {k: sum(c.status == k for c in judged) for k in ("pass", "fail", "n/a")}
     return (f"{count['pass']} of {len(judged)} judged checks pass ({count['fail']} fail, "
             f"{count['n/a']} missing or not finite, {sum(c.borderline for c in judged)} "
@@ -98,6 +115,8 @@ def misses(page: Page) -> list[str]:
         rule = f" against a tolerance {c.tolerance}" if c.tolerance else ""
         note = f" ({c.note})" if c.note else ""
         out.append(f"{section.title}, {c.name} {kind}: {value_text(c)}{rule}{note}.")
+    if not out and not page.judged():
+        return ["Nothing was judged against a tolerance (the summary says why)."]
     return out or ["No judged check fails, is missing or is borderline."]
 
 
@@ -127,13 +146,13 @@ def render_markdown(page: Page) -> str:
     for section in page.sections:
         out += [f"## {section.title}", ""] + [f"- {line}" for line in section.lines]
         out += [""] if section.lines else []
-        if section.table:
-            head, *rows = section.table
-            out += ["| " + " | ".join(_md(h) for h in head) + " |", "|---" * len(head) + "|"]
-            out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""]
         figures = list(section.figures.items())
         for caption, path in figures[:1]:
             out += [f"![{section.title}: {caption}]({Path(path).as_posix()})", ""]
+        if section.table:  # after the headline figure: a table of 60 layers would bury it
+            head, *rows = section.table
+            out += ["| " + " | ".join(_md(h) for h in head) + " |", "|---" * len(head) + "|"]
+            out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""]
         if section.judged():
             out += ["| " + " | ".join(_JUDGED_HEAD) + " |", "|---" * len(_JUDGED_HEAD) + "|"]
             out += [f"| {_md(c.name)} | {_md(value_text(c))} | {c.interval} | {_paper(c)} | "
@@ -172,6 +191,7 @@ _STYLE = (
     "h2{margin-top:2em;border-bottom:2px solid #ddd;padding-bottom:.2em}"
     ".glance{background:#f6f8fa;border:1px solid #d0d7de;border-radius:8px;padding:1em 1.5em}"
     ".count{font-size:1.6em;font-weight:600;margin:.2em 0 .5em}"
+    ".count.told{font-size:1.15em;font-weight:500}"
     "table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #d0d7de;"
     "padding:4px 10px;text-align:left;vertical-align:top}th{background:#eef1f4}"
     "td.num{text-align:right;font-variant-numeric:tabular-nums}"
@@ -208,8 +228,9 @@ def _figure(root: Path, caption: str, path, headline=False) -> str:
 def render_html(page: Page, root: Path) -> str:
     """The page as one HTML file; figure paths are read relative to ``root`` and inlined."""
     e = html.escape
+    told = "" if page.judged() else " told"  # a sentence, not a count: smaller type
     body = [f"<h1>{e(page.title)}</h1>", "<div class='glance'>",
-            f"<div class='count'>{e(summary_line(page))}</div>"]
+            f"<div class='count{told}'>{e(summary_line(page))}</div>"]
     if page.sections:
         body.append(_table(("result", "verdict", "what was run"), [
             _row((f"<a href='#s{k}'>{e(s.title)}</a>", e(s.verdict()), e("; ".join(s.lines[:1]))))
@@ -222,11 +243,11 @@ def render_html(page: Page, root: Path) -> str:
         body.append(f"<h2 id='s{k}'>{e(section.title)}</h2>")
         if section.lines:
             body += ["<ul>"] + [f"<li>{e(line)}</li>" for line in section.lines] + ["</ul>"]
+        figures = list(section.figures.items())
+        body += [_figure(root, c, p, headline=True) for c, p in figures[:1]]
         if section.table:
             head, *rows = section.table
             body.append(_table([e(h) for h in head], [_row([e(c) for c in row]) for row in rows]))
-        figures = list(section.figures.items())
-        body += [_figure(root, c, p, headline=True) for c, p in figures[:1]]
         if section.judged():
             body.append(_table(_JUDGED_HEAD, [
                 _row((e(c.name), e(value_text(c)), e(c.interval), _paper(c), e(c.tolerance),

@@ -20,8 +20,10 @@ __all__ = ["ARCHITECTURES", "CHART_COLUMNS", "CHARTS", "LOCK_FILE", "MANIFEST", 
            "SCHEMA_VERSION", "STATIONARY_COLUMNS", "STATUSES", "Column", "architecture_of",
            "grid_axes"]
 
-SCHEMA_VERSION = "0.2"
-READABLE_SCHEMAS = ("0.1", "0.2")  # 0.1: thermosgd 0.1, read through results.compat
+SCHEMA_VERSION = "0.3"
+# 0.1: thermosgd 0.1, read through results.compat; 0.3 adds the monitor's "level" column (its
+# rows of schema 0.2 read with the level inferred, results.monitordir)
+READABLE_SCHEMAS = ("0.1", "0.2", "0.3")
 MANIFEST = "thermosgd.json"  # marks a directory as written by thermosgd
 LOCK_FILE = ".thermosgd.lock"  # held by the process writing a directory (results.lock)
 
@@ -51,11 +53,12 @@ METRIC_COLUMNS = (
     "radius_theory_corrected",
 )
 
-# One row per scale-invariant group (and the union "all", and "other": every trainable parameter
-# that is not scale-invariant) and log step of a monitored run (thermosgd.Monitor), in this order.
+# One row per log step of a monitored run (thermosgd.Monitor) and per scale-invariant group, layer,
+# weight matrix that is not scale-invariant, "other" (the remaining trained parameters) and "all"
+# (the union of the scale-invariant groups); "level" says which (thermosgd.monitor.columns).
 MONITOR_COLUMNS = (
-    "step", "group", "layer", "scale_invariant", "d", "norm", "volume", "angular_update",
-    "radial_share", "grad_cosine", "learning_rate", "weight_decay", "effective_learning_rate",
+    "step", "group", "layer", "level", "scale_invariant", "d", "norm", "volume", "angular_update",
+    "radial_share", "grad_cosine", "radial_force", "learning_rate", "weight_decay", "effective_learning_rate",
     "trace_cov", "sigma2", "stoch_grad_norm2", "full_grad_norm2", "noise_steps",
     "preconditioner", "temperature", "pressure", "compressibility", "radius_theory",
     "radius_theory_corrected", "angular_update_theory", "angular_update_theory_corrected",
