@@ -12,9 +12,9 @@ vector, so a convolution whose output goes straight into it is scale-invariant a
 its bias with it: the stem's patchify convolution and every block's depthwise convolution. The
 rest are not (the downsampling convolutions and the MLP feed the residual stream; the head feeds
 the loss) and are predicted approximately, with AdamW's rotational equilibrium (Kosson et al.
-2024). Weight decay is on every parameter here: the no-decay group of the usual recipe (biases
-and gains) would split each depthwise convolution's group, whose bias comes before the norm,
-between two weight decays, and leave it without a prediction. AdamW's norm relaxes in
+2024). The usual recipe exempts biases and gains from weight decay: a depthwise convolution's
+group, its bias before the norm, then decays at two rates, and the monitor predicts it with
+their norm-weighted mean, sum_k lambda_k |w_k|^2 / |w|^2. AdamW's norm relaxes in
 1 / (2 eta lambda) = 2500 steps at the peak learning rate, longer than this run: the norms stay
 below their equilibrium until the cosine brings it down to them (``--steps 10000`` runs longer).
 """
@@ -128,7 +128,10 @@ def main(argv=None):
     torch.manual_seed(0)
     x, y, x_test, y_test = digits()
     model = ConvNeXt()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    params = list(model.parameters())  # no weight decay on biases, gains and layer scales
+    optimizer = torch.optim.AdamW([
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.05},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=args.lr)
     scheduler = (warmup_cosine(optimizer, args.steps, warmup=max(args.steps // 20, 1))
                  if args.schedule == "cosine" else None)
     gen = torch.Generator().manual_seed(0)

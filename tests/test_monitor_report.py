@@ -333,3 +333,19 @@ def test_a_monitored_run_counts_agree_with_its_summary(tmp_path):
     assert sum(layers.values()) == 4  # 3 convs and the head matrix
     assert "counts the same layers and groups" in md
     assert sum(summary["regimes_by_level"]["group"].values()) == 48
+
+
+def test_two_monitored_runs_compare_side_by_side(tmp_path):
+    """A folder of two monitored runs (an SGD run and an AdamW run, say): the side-by-side
+    table compares their reported numbers, a column per run named by its directory."""
+    frame = synthetic_frame(logs=12)
+    write_run(tmp_path / "sgd", frame)
+    write_run(tmp_path / "adamw", frame.assign(norm=frame["norm"] * 1.5))
+    text, _ = _report(tmp_path)
+    side = text.split("## Side by side")[1]
+    table = [line for line in side.splitlines() if line.startswith("|")]
+    assert table[0].split("|")[2:4] == [" adamw ", " sgd "] or \
+        table[0].split("|")[2:4] == [" sgd ", " adamw "]
+    assert len(table) > 5 and any("layers equilibrium" in line for line in table)
+    errors = [line for line in table if line.startswith("| layers: norm vs r*: median")]
+    assert errors and errors[0].split("|")[2] != errors[0].split("|")[3]  # the runs differ

@@ -312,8 +312,9 @@ def read_monitor(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis
     metrics = with_layers(metrics)
     config, summary = monitordir.read_config(path), monitordir.read_summary(path)
     table = stationary_groups(metrics)
-    optimizers = [o.get("label") or f"not predicted: {o.get('note')}"
-                  for o in config.get("optimizers", [])]
+    # one label per distinct optimizer (parameter groups differ in lr and decay, not in it)
+    optimizers = list(dict.fromkeys(o.get("label") or f"not predicted: {o.get('note')}"
+                                    for o in config.get("optimizers", [])))
     last = metrics[metrics["step"] == metrics["step"].max()]
     layers, units = last[last["level"] == "layer"], last[_group_units(last)]
     counts = {"layer": regime_counts(layers), "group": regime_counts(
@@ -322,11 +323,12 @@ def read_monitor(path, *, bootstrap: int = 1000, seed: int = 0) -> list[Analysis
     varied = metrics.groupby("group")[["learning_rate", "weight_decay"]].nunique() > 1
     headline, lines = _lines(metrics, summary, counts, layers, len(units),
                              _unpredicted(config, layers))
-    setup = {"model": f"{model} ({len(layers)} layers, {len(units)} scale-invariant groups, "
-                      "monitored)",
+    d_si = int(units["d"].sum()) if len(units) else 0
+    setup = {"model": f"{model} ({len(layers)} layers, {len(units)} scale-invariant groups "
+                      f"of {d_si} weights in all, monitored)",
              "protocol": ("scheduled LR or weight decay, " if varied.to_numpy().any()
                           else "fixed LR, ") + "; ".join(optimizers),
-             "d": int(units["d"].sum()) if len(units) else None,
+             "d": None,
              "iterations": int(metrics["step"].max()),
              "status": summary.get("status", "running"),
              "headline": headline, "short": _counts_text(counts["layer"], "layers"),

@@ -46,9 +46,12 @@ INTRO = (
     "Table 4: the quadratic entropy fit of eq. 34/108, its Maxwell relation and 95 % bootstrap "
     "intervals, with the paper's value beside ours where the paper has the same setup.")
 MONITOR_INTRO = (
-    "A training run of your own, watched by thermosgd.Monitor, read per layer: each weight "
-    "whose output goes straight into a normalization is scale-invariant (the sum of its "
-    "channels' groups under BatchNorm); another weight matrix is predicted approximately; "
+    "A training run of your own, watched by thermosgd.Monitor, read per layer: a weight "
+    "whose output a normalization divides by its own scale is scale-invariant (per channel, "
+    "per group or per head as its norm divides; its row here sums them); another weight "
+    "matrix is predicted approximately, by its optimizer's rotational equilibrium, and its "
+    "radial push κ says how far that can hold (κ = 0 for a scale-invariant weight under SGD; "
+    "the norm balance with it reads r⁴(1+κ) = r*⁴, AdamW r²(1+κ) = r*²); "
     "'all' is the union of the scale-invariant groups. For each, the weight norm r, the rms "
     "angle turned per step, the effective learning rate, Tr Σ from the loop's own gradients, "
     "temperature T, pressure p and Z = pV/(RT), beside the stationary radius r* and rms angle "
@@ -56,8 +59,9 @@ MONITOR_INTRO = (
     f"|log(r/r*)| < {NORM_BAND:g} and |log(θ/θ*)| < {ANGLE_BAND:g} over its last relaxation "
     "time; scheduled when it lags a change of learning rate or weight decay; relaxing, "
     "converging, collapsing or idle otherwise. The predictions apply only where a layer has "
-    "reached its stationary state. Every channel group stays in the run's metrics/*.parquet "
-    "and analysis_table.csv.")
+    "reached its stationary state. The table's numbers are means over each row's last "
+    "logs, its regime that of the last log. Every channel group stays in the run's "
+    "metrics/*.parquet and analysis_table.csv.")
 
 
 @dataclass
@@ -229,15 +233,24 @@ def _ratio(a, b) -> str:
     return f"{a / b:.3f}" if np.isfinite(a) and np.isfinite(b) and b > 0 else "—"
 
 
+def _kappa(row) -> str:
+    """The gradient's radial push against weight decay (its mean over the averaged logs):
+    what the rotational equilibrium of a matrix that is not scale-invariant neglects."""
+    value = float(row.get("radial_force", np.nan))
+    return f"{value:+.2f}" if np.isfinite(value) else "—"
+
+
 def _layer_table(table: pd.DataFrame) -> list[list[str]]:
     """One row per layer of a table whose rows have a ``level`` (a monitored run), in the
-    model's order, then "other" and "all": its stationary state against its prediction."""
+    model's order, then "other" and "all": its stationary state (means over its last logs,
+    ``analysis.monitor.STATIONARY_LOGS``) against its prediction, and its regime at the last
+    log."""
     if "level" not in table or table.empty:
         return []
     level = table["level"]
     groups = table.loc[level == "group", "layer"].value_counts()
     rows = [["layer", "d", "groups", "norm r", "r / r*", "rms angle per step", "angle / θ*",
-             "regime", "prediction"]]
+             "radial push κ", "regime (last log)", "prediction"]]
     order = {name: k for k, name in enumerate(layer_names(table))}
     layers = table[level == "layer"]
     layers = layers.iloc[np.argsort([order.get(g, len(order)) for g in layers["group"]],
@@ -253,7 +266,7 @@ def _layer_table(table: pd.DataFrame) -> list[list[str]]:
                      _ratio(row["norm"], row["radius_theory_corrected"]),
                      f"{float(row['angular_update']):.3g}",
                      _ratio(row["angular_update"], row["angular_update_theory"]),
-                     str(row["regime"] or "—"), kind])
+                     _kappa(row), str(row["regime"] or "—"), kind])
     return rows
 
 
@@ -328,10 +341,11 @@ def _side_by_side(analysed: list[Analysed], root: Path) -> list[_page.Section]:
         found.sort(key=lambda pair: pair[1].setup.get("optimizer", "sgd") != "sgd")  # SGD first
         columns = [{c.key: c for c in judge(analysis.checks)} for _, analysis in found]
         keys = []
-        for rows in columns:
+        for rows in columns:  # a monitored run judges nothing: its reported numbers compare
             keys += [k for k, c in rows.items() if k not in keys
-                     and (c.status != "info" or k in _COMPARED)]
-        head = ["check"] + [f"{a.name} ({analysis.setup.get('optimizer', 'sgd')})"
+                     and (c.status != "info" or k in _COMPARED or protocol == "monitor")]
+        head = ["check"] + [a.name + (f" ({analysis.setup['optimizer']})"
+                                      if "optimizer" in analysis.setup else "")
                             for a, analysis in found]
         table = [head]
         for key in keys:
@@ -343,7 +357,8 @@ def _side_by_side(analysed: list[Analysed], root: Path) -> list[_page.Section]:
         sections.append(_page.Section(
             title=f"Side by side: {_PROTOCOL_NAMES.get(protocol, protocol)}",
             lines=[f"{len(found)} results of {protocol}: each check's value (and verdict) per "
-                   "result, the optimizer in the column's title"], table=table))
+                   "result" + ("" if protocol == "monitor" else
+                               ", the optimizer in the column's title")], table=table))
     return sections
 
 

@@ -28,6 +28,7 @@ __all__ = ["SMOOTH", "fig_monitor", "layer_grid"]
 SMOOTH = 5  # logs in the centred rolling mean drawn over the steps (one log's noise window
 # holds a few steps: its Tr Sigma, hence r*, scatters from log to log)
 RATIO_SPAN = 2.0  # the colour scale spans r/r* (and theta/theta*) from 1/2^2 to 2^2
+SCATTER_SPAN = 6.0  # the last-state scatter widens to the data, at most 1/2^6 to 2^6
 _DIVERGING = colormaps["RdBu_r"].with_extremes(bad="0.85")
 REGIME_COLORS = {"equilibrium": "#1a9850", "scheduled": "#fdae61", "relaxing": "#abd9e9",
                  "converging": "#4575b4", "collapsing": "#d73027", "idle": "#762a83",
@@ -150,27 +151,39 @@ def _union(ax, metrics, column, theory, ylabel, rms):
 
 def _end_state(ax, grid):
     """Each layer's last smoothed (log2 r/r*, log2 theta/theta*), coloured by its regime; the
-    box is the equilibrium band."""
+    box is the equilibrium band. The axes widen to the data (up to 2^SCATTER_SPAN either way);
+    a point beyond is drawn on the edge as a triangle and counted in the corner."""
     if not grid["layers"]:
         return
     x, y = grid["norm"][:, -1], grid["angle"][:, -1]
     regime = grid["regime"][:, -1]
-    ax.scatter(np.clip(x, -RATIO_SPAN, RATIO_SPAN), np.clip(y, -RATIO_SPAN, RATIO_SPAN), s=18,
-               c=[REGIME_COLORS.get(r, "#999999") for r in regime], edgecolors="k",
-               linewidths=0.3, zorder=3)
+    finite = np.abs(np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]]))
+    span = float(np.clip(np.ceil(finite.max()) if finite.size else RATIO_SPAN, RATIO_SPAN,
+                         SCATTER_SPAN))
+    cx, cy = np.clip(x, -span, span), np.clip(y, -span, span)
+    beyond = (np.abs(x) > span) | (np.abs(y) > span)
+    colors = np.array([REGIME_COLORS.get(r, "#999999") for r in regime], dtype=object)
+    for mask, marker in ((~beyond, "o"), (beyond, "^")):
+        if mask.any():
+            ax.scatter(cx[mask], cy[mask], s=18, c=list(colors[mask]), marker=marker,
+                       edgecolors="k", linewidths=0.3, zorder=3)
+    if beyond.any():
+        ax.text(0.02, 0.98, f"{int(beyond.sum())} beyond the axes (triangles)",
+                transform=ax.transAxes, fontsize=7, va="top")
     nb, ab = NORM_BAND / np.log(2), ANGLE_BAND / np.log(2)
     ax.add_patch(Rectangle((-nb, -ab), 2 * nb, 2 * ab, fill=False, ec="#1a9850", lw=1.2))
     named = []  # the farthest few layers by name, one name per crowd of points
     for k in np.argsort(-np.nan_to_num(np.hypot(x, y), nan=-1))[:12]:
-        at = np.clip([x[k], y[k]], -RATIO_SPAN, RATIO_SPAN)
+        at = np.array([cx[k], cy[k]])
         if (len(named) < 6 and np.isfinite(at).all() and np.hypot(x[k], y[k]) > 2 * nb
-                and all(np.hypot(*(at - b)) > 0.3 for b in named)):
+                and all(np.hypot(*(at - b)) > 0.15 * span for b in named)):
             named.append(at)
             ax.annotate(_short(grid["layers"][k]), tuple(at), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-    ticks = np.arange(-RATIO_SPAN, RATIO_SPAN + 1)
+    step = 1 if span <= 3 else 2
+    ticks = np.arange(-span, span + 1, step)
     names = [f"{2.0**t:g}" if t >= 0 else f"1/{2.0**-t:g}" for t in ticks]
-    ax.set(xlim=(-RATIO_SPAN - 0.2, RATIO_SPAN + 0.2), ylim=(-RATIO_SPAN - 0.2, RATIO_SPAN + 0.2),
+    ax.set(xlim=(-span - 0.2, span + 0.2), ylim=(-span - 0.2, span + 0.2),
            xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names,
            xlabel="r / r* at the last log", ylabel="rms angle / predicted, last log")
     ax.axhline(0, color="0.6", lw=0.6)
