@@ -30,6 +30,7 @@ from thermosgd.analysis.sources import READERS, Analysis, _mtime
 from thermosgd.analysis.tables import error_summary
 from thermosgd.monitor.predictions import REGIMES
 from thermosgd.results import monitordir
+from thermosgd.results.monitordir import levels
 
 __all__ = ["ANGLES", "MIXED", "STATIONARY_LOGS", "layer_names", "levels", "monitor_checks",
            "read_monitor", "regime_counts", "rms_angles", "stationary_groups", "with_layers"]
@@ -37,16 +38,6 @@ __all__ = ["ANGLES", "MIXED", "STATIONARY_LOGS", "layer_names", "levels", "monit
 STATIONARY_LOGS = 30  # logs averaged per group for its stationary row (as the paper, appendix F)
 ANGLES = ("angular_update", "angular_update_theory", "angular_update_theory_corrected")
 MIXED = "mixed"  # the regime of a layer formed from groups whose regimes differ (schema 0.2)
-
-
-def levels(frame: pd.DataFrame) -> pd.Series:
-    """Each row's level: its own, or for rows written without one (schema 0.2) "all" and "other"
-    by name, "layer" where the group is its whole layer, else "group"."""
-    if "level" in frame:
-        return frame["level"]
-    group, layer = frame["group"].astype(str), frame["layer"].astype(str)
-    return pd.Series(np.select([group == "all", group == "other", group == layer],
-                               ["all", "other", "layer"], "group"), index=frame.index)
 
 
 def rms_angles(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:

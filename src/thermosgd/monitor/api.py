@@ -88,6 +88,8 @@ class Monitor:
     adds (the Lightning and HF callbacks pass their ``global_step``); a log is taken at the
     first optimizer step at or after each multiple of ``every``. Parameters the optimizer trains
     outside ``model`` are measured with the non-scale-invariant ones; none of the model's: refused.
+    After the first step ``mon.groups`` names the groups and ``mon.discovery`` says how they
+    were found (the structural rules, then the scaling test on the first batch).
     """
 
     def __init__(self, model, optimizer, *, out=None, every: int = 10, groups="auto",

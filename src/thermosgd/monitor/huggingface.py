@@ -7,7 +7,8 @@ The monitor attaches to the Trainer's model and optimizer (the torch optimizer i
 Accelerate's wrapper) when training begins and closes when it ends. Its steps are the Trainer's
 ``global_step`` (a resumed run goes on from the checkpoint's step; a step the fp16 GradScaler
 skips is counted). The Trainer puts biases and norm weights in a parameter group without weight
-decay: groups there get no prediction.
+decay: a group whose weight decays and whose bias does not is predicted with their
+norm-weighted decay (:mod:`thermosgd.monitor.columns`); "other" (the biases and gains) never is.
 
 A ``TrainerCallback`` has no event for a failed run: ``Trainer.train`` raises past every
 callback. So the callback wraps the ``train`` method of its own Trainer instance (found at

@@ -20,14 +20,15 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from thermosgd.results import io
 from thermosgd.results.lock import Busy, OwnerLock
 from thermosgd.results.schema import LOCK_FILE, MANIFEST, MONITOR_COLUMNS
 
-__all__ = ["KIND", "claim", "read_config", "read_metrics", "read_summary", "write_config",
-           "write_part", "write_summary"]
+__all__ = ["KIND", "claim", "levels", "read_config", "read_metrics", "read_summary",
+           "write_config", "write_part", "write_summary"]
 
 KIND = "monitor"
 _PARTS = "metrics"
@@ -110,18 +111,18 @@ def read_metrics(out) -> pd.DataFrame:
         return pd.DataFrame(columns=list(MONITOR_COLUMNS))
     table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     if "level" not in table:  # written before schema 0.3
-        table.insert(table.columns.get_loc("layer") + 1, "level", _level(table))
+        table.insert(table.columns.get_loc("layer") + 1, "level", levels(table))
     return table.sort_values("step", kind="stable", ignore_index=True)
 
 
-def _level(table: pd.DataFrame) -> pd.Series:
-    """The row level of a run written without one: its union, its other, a group that is its
-    whole layer, or a part of a layer."""
-    level = pd.Series("group", index=table.index)
-    level[table["group"] == table["layer"]] = "layer"
-    level[table["group"] == "other"] = "other"
-    level[table["group"] == "all"] = "all"
-    return level
+def levels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's level: its own, or for rows written without one (schema 0.2) "all" and "other"
+    by name, "layer" where the group is its whole layer, else "group" (a part of a layer)."""
+    if "level" in frame:
+        return frame["level"]
+    group, layer = frame["group"].astype(str), frame["layer"].astype(str)
+    return pd.Series(np.select([group == "all", group == "other", group == layer],
+                               ["all", "other", "layer"], "group"), index=frame.index)
 
 
 def _json(path: Path) -> dict:
