@@ -196,7 +196,7 @@ def test_a_train_grid_is_a_sweep_that_analyses(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--batch-size", "100000"], "--batch-size 100000 is too large"),
-    (["--seed", "-1"], "seed must be an integer >= 0"),
+    (["--seed", "-1"], "seed (--seed) must be an integer in [0, 2^63)"),
 ])
 def test_train_options_checked_against_the_data_before_anything_is_written(tmp_path, capsys,
                                                                             args, message):

@@ -281,8 +281,9 @@ def test_workers_must_be_positive(tmp_path, tiny, capsys):
 
 @pytest.mark.parametrize("line,message", [
     ('iterations = "abc"', "iterations must be a positive integer"),
-    ("seeds = [-1]", "seeds must be a list of integers >= 0"),
-    ("seeds = [0.5]", "seeds must be a list of integers >= 0"),
+    ("seeds = [-1]", "seeds must be a list of integers in [0, 2^63)"),
+    ("seeds = [0.5]", "seeds must be a list of integers in [0, 2^63)"),
+    ("seeds = [18446744073709551616]", "seeds must be a list of integers in [0, 2^63)"),
     ('width = "x"', "width must be a positive integer"),
     ("train = 3", "train must be a table"),
 ])
@@ -300,7 +301,7 @@ def test_toml_fields_are_checked_before_anything_is_written(tmp_path, capsys, li
 def test_negative_seeds_on_the_command_line_are_refused(tmp_path, tiny, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "run", str(tiny), "--seeds", "-1", "--out", str(tmp_path / "out")])
-    assert exc.value.code == 2 and "seeds must be integers >= 0" in capsys.readouterr().err
+    assert exc.value.code == 2 and "seeds must be integers in [0, 2^63)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

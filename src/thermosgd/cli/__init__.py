@@ -13,6 +13,23 @@ from thermosgd.cli.parser import _optimizer, _optimizer_options, build_parser
 __all__ = ["build_parser", "main"]
 
 
+class _RunsFailed(RuntimeError):
+    """A sweep that ran, but some runs raised: the summary goes to stderr, exit status 1."""
+
+
+def _sweep_summary(out, results) -> str:
+    """What a sweep run did; raises _RunsFailed naming each failed run and why."""
+    from thermosgd.sweeps.local import describe_results, failed_runs
+
+    text = describe_results(out, results)
+    failed = failed_runs(results)
+    if failed:
+        raise _RunsFailed(f"{text}\nthermosgd: error: {len(failed)} of {len(results)} runs "
+                          "failed (the reasons above, and in `thermosgd sweep status`); fix the "
+                          "cause and run the same command again to retry them")
+    return text
+
+
 def _prepare(args):
     """Validate everything the command needs; return the job to run. Raises ValueError."""
     from thermosgd.isotropic import IsotropicConfig
@@ -118,7 +135,7 @@ def _local_sweep_job(args, spec, progress, *, max_batch):
                                    device=args.device, max_batch=max_batch, progress=progress,
                                    checkpoint_every=args.checkpoint_every,
                                    mechanism=args.mechanism, workers=getattr(args, "workers", None))
-        return sweeps.describe_results(args.out, results)
+        return _sweep_summary(args.out, results)
     return job
 
 
@@ -157,7 +174,7 @@ def _prepare_sweep(args, progress):
         sweeps.plan(spec, args.out, data=args.data, scale=args.scale, device="cpu", max_batch=1)
 
         def ray_job():
-            return sweeps.describe_results(args.out, run_ray(
+            return _sweep_summary(args.out, run_ray(
                 spec, args.out, address=args.address, cpus_per_task=args.cpus_per_task,
                 **options))
         return ray_job
@@ -204,6 +221,8 @@ def main(argv=None) -> int:
         from thermosgd.results.io import describe_os_error
 
         parser.exit(2, f"thermosgd: error: {describe_os_error(err)}\n")
+    except _RunsFailed as err:  # the sweep ran; some of its runs did not
+        parser.exit(1, f"{err}\n")
     except KeyboardInterrupt:
         parser.exit(130, "thermosgd: interrupted; run the same command again to resume from "
                          "the last checkpoint\n")

@@ -13,6 +13,15 @@ from thermosgd._version import __version__
 _EPILOG = "Docs and figures: see README.md. The paper's equations are cited in every docstring."
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse's own prints the whole usage first); its
+    subcommands' parsers are of this class too (``add_subparsers`` takes the parent's)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the "
+                     "options)\n")
+
+
 def _add_isotropic_options(parser, *, defaults):
     g = parser.add_argument_group("simulation length and logging (paper defaults)")
     g.add_argument("--dim", type=int, default=defaults["dim"], help="d, number of weights (>= 2)")
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from thermosgd.isotropic import IsotropicConfig
 
     defaults = {f.name: f.default for f in fields(IsotropicConfig) if f.name != "protocol"}
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="thermosgd", description="Thermodynamics of SGD on scale-invariant networks.",
         epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"thermosgd {__version__}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,11 @@ class IsotropicConfig:
         object.__setattr__(self, "learning_rates", _floats(self.learning_rates))
         object.__setattr__(self, "weight_decays", _floats(self.weight_decays))
         object.__setattr__(self, "radii", _floats(self.radii))
+        if np.ndim(self.seeds) == 0:
+            object.__setattr__(self, "seeds", (self.seeds,))
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                   for s in self.seeds):
+            raise ValueError(f"seeds (--seeds) must be integers, got {list(self.seeds)}")
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "momenta", _floats(self.momenta))
         for beta in self.momenta:  # each must make a valid optimizer (one-line ValueError)
@@ -58,6 +64,11 @@ class IsotropicConfig:
         sphere = self.protocol == "fixed-sphere"
         rate = "--elr (effective learning rates)" if self.protocol != "fixed-lr" else "--lr"
         _require_positive(self.learning_rates, f"learning rates ({rate})")
+        own, flag = ("radii", "--radius") if sphere else ("weight_decays", "--wd")
+        for axis, option in (("learning_rates", "--lr"), (own, flag)):
+            if not getattr(self, axis):  # the grid is the product of the axes: none is empty
+                raise ValueError(f"the {self.protocol} protocol needs {option} (one or more "
+                                 f"{axis.replace('_', ' ')})")
         if sphere:
             if self.weight_decays:
                 raise ValueError("fixed-sphere has no weight decay: drop --wd, give --radius")
@@ -72,20 +83,26 @@ class IsotropicConfig:
             if len(set(values)) != len(values):
                 raise ValueError(f"{axis} ({flag}) repeats a value: {list(values)}; give each "
                                  "grid value once (use several seeds for replicates)")
-        if any(s < 0 for s in self.seeds):
-            raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}")
+        if any(not 0 <= s < 2**63 for s in self.seeds):  # the kernel's RNG takes int64 seeds
+            raise ValueError(f"seeds (--seeds) must be integers in [0, 2^63), got "
+                             f"{list(self.seeds)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        if self.dim < 2:
-            raise ValueError(f"dimension d must be >= 2 (a sphere S^(d-1) needs d >= 2), got {self.dim}")
         for name in ("sigma", "mu_norm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite, got {value}")
-        for name in ("iterations", "log_every", "stationary_logs", "queue_size", "queue_every",
-                     "entropy_every", "entropy_average"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("dim", "mu_seed", "iterations", "log_every", "stationary_logs",
+                     "queue_size", "queue_every", "entropy_every", "entropy_average"):
+            value, low = getattr(self, name), 0 if name == "mu_seed" else 1
+            # counts index int64 arrays in the kernel: bool is no count, 2^63 overflows
+            if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                    or not low <= value < 2**63):
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an integer in "
+                                 f"[{low}, 2^63), got {value!r}")
+        if self.dim < 2:
+            raise ValueError(f"dimension d must be >= 2 (--dim; a sphere S^(d-1) needs d >= 2), "
+                             f"got {self.dim}")
         if self.queue_size < 2:
             raise ValueError("queue_size must be >= 2 (the entropy estimator needs neighbours)")
         if self.n_entropy_evaluations < 1:

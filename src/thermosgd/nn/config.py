@@ -20,6 +20,7 @@ DATASETS = ("cifar10", "cifar100", "digits")
 PAPER_WIDTH = {"convnet": 8, "resnet18": 4}  # k of the paper's main CIFAR-10 runs (appendix F)
 BN_EPS = 1e-5  # PyTorch's default, as in the paper's code; see nn.models.build_model
 CHART_CHOICES = ("both", *CHARTS)  # entropy charts a run records at each log point
+SEED_LIMIT = 2**63  # seeds are stored as int64 (torch generators, NumPy seed arrays)
 _FLOATS = ("learning_rate", "weight_decay", "radius", "label_noise", "bn_eps", "momentum",
            "beta2", "eps")
 _INTS = ("width", "samples_per_class", "image_size", "iterations", "batch_size", "seed",
@@ -77,11 +78,14 @@ class TrainConfig:
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                     raise ValueError(f"{name} must be an integer, got {value!r}")
+                if not (-SEED_LIMIT <= value < SEED_LIMIT or name.endswith("seed")):  # int64
+                    raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an integer "
+                                     f"below 2^63, got {value}")
                 object.__setattr__(self, name, int(value))
-        for name in ("seed", "init_seed", "head_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0 (a random stream), got "
-                                 f"{getattr(self, name)}")
+        for name in ("seed", "init_seed", "head_seed"):  # torch's generators take int64 seeds
+            if not 0 <= getattr(self, name) < SEED_LIMIT:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an integer in "
+                                 f"[0, 2^63) (a random stream), got {getattr(self, name)}")
         _choice("model", self.model, MODEL_NAMES)
         if self.width is None:
             object.__setattr__(self, "width", PAPER_WIDTH[self.model])
@@ -115,6 +119,12 @@ class TrainConfig:
             low = 2 if name == "queue_size" else 1
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        if self.samples_per_class is not None and self.samples_per_class < 1:
+            raise ValueError(f"samples_per_class (--samples-per-class) must be an integer >= 1, "
+                             f"got {self.samples_per_class}")
+        if self.image_size is not None and self.image_size < 8:  # the ConvNet pools 3 times by 2
+            raise ValueError(f"image_size (--image-size) must be an integer >= 8, got "
+                             f"{self.image_size}")
         if self.log_points < 0 or self.log_linear_until < 0:
             raise ValueError("log_points and log_linear_until must be >= 0")
         _positive("bn_eps", self.bn_eps)

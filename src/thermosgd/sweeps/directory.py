@@ -24,7 +24,7 @@ __all__ = ["KIND", "STATES", "collect", "gather", "read_sweep_dir", "run_dir", "
 
 KIND = "sweep"  # manifest kind of a sweep directory
 LEGACY_GRID_KIND = "train-grid"  # thermosgd 0.1's `train` grids, read as sweeps
-STATES = ("finished", "diverged", "running", "interrupted", "pending", "damaged")
+STATES = ("finished", "diverged", "running", "interrupted", "pending", "damaged", "failed")
 # the fixed sphere's r is "sphere_radius": "radius" is the measured ||w|| (r*) of every protocol
 HYPER_COLUMNS = ("run", "protocol", "learning_rate", "weight_decay", "sphere_radius", "seed")
 # beside them, results.schema.OPTIMIZER_COLUMNS: the optimizer on the scale-invariant weights
@@ -129,6 +129,33 @@ def _lock(out: Path, name: str) -> OwnerLock:
     return OwnerLock(Path(out) / "locks" / f"{name}.lock")
 
 
+def _failure_path(out: Path, name: str) -> Path:
+    return Path(out) / "failed" / f"{name}.json"
+
+
+def record_failures(out: Path, results: dict) -> None:
+    """Write why each run whose result is "failed" failed (``failed/<name>.json``), so that
+    ``sweep status`` names it; the next ``sweep run`` retries it."""
+    for name, result in results.items():
+        if result.get("status") == "failed":
+            _io.write_json(_failure_path(out, name), {"run": name, "error": result["error"]})
+
+
+def clear_failure(out: Path, name: str) -> None:
+    """Forget a run's recorded failure: its worker holds the lock and trains it again."""
+    _failure_path(out, name).unlink(missing_ok=True)
+
+
+def run_failure(out: Path, name: str) -> str | None:
+    """Why run ``name`` failed at its last attempt, or None."""
+    try:
+        return str(json.loads(_failure_path(out, name).read_text())["error"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:  # a damaged record still says so
+        return f"(its record {_failure_path(out, name)} cannot be read: {err})"
+
+
 def run_problem(out: Path, name: str) -> str | None:
     """Why run ``name`` is damaged (a file named, and what to do), or None."""
     return _rundir.problem(run_dir(out, name))
@@ -136,8 +163,9 @@ def run_problem(out: Path, name: str) -> str | None:
 
 def run_state(out: Path, name: str) -> str:
     """finished, diverged, running (locked by a live worker), interrupted (a checkpoint, no
-    worker), pending, or damaged (a record, metrics table or checkpoint that cannot be read:
-    :func:`run_problem` says which; the other runs go on)."""
+    worker), pending, damaged (a record, metrics table or checkpoint that cannot be read:
+    :func:`run_problem` says which; the other runs go on), or failed (its last attempt raised:
+    :func:`run_failure` says why; the next run retries it)."""
     run = run_dir(out, name)
     if _lock(out, name).is_locked():  # a worker creates its lock file before taking it
         return "running"
@@ -148,6 +176,8 @@ def run_state(out: Path, name: str) -> str:
         found = json.loads(summary.read_text()).get("status")
         if found in ("finished", "diverged"):
             return found
+    if _failure_path(out, name).is_file():
+        return "failed"
     return "interrupted" if any((run / n).is_file() for n in (
         _rundir.CHECKPOINT, _rundir.PREVIOUS)) else "pending"
 
@@ -258,4 +288,5 @@ def describe_status(out) -> str:
     lines += [f"  {state:<12}{len(names):>5}" for state, names in states.items()]
     lines += [f"  running: {name}" for name in states["running"]]
     lines += [f"  damaged: {name}: {run_problem(out, name)}" for name in states["damaged"]]
+    lines += [f"  failed: {name}: {run_failure(out, name)}" for name in states["failed"]]
     return "\n".join(lines)

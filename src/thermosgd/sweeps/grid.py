@@ -10,6 +10,7 @@ runs.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -65,9 +66,9 @@ class Sweep:
                 raise ValueError(f"sweep {self.name!r}: the {axis} grid is empty")
             if len(set(values)) != len(values):
                 raise ValueError(f"sweep {self.name!r}: the {axis} grid repeats a value")
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                   for s in self.seeds):
-            raise ValueError(f"sweep {self.name!r}: seeds must be integers >= 0, got "
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63
+                   for s in self.seeds):  # torch's generators take int64 seeds
+            raise ValueError(f"sweep {self.name!r}: seeds must be integers in [0, 2^63), got "
                              f"{list(self.seeds)}")
         from thermosgd.nn.config import TrainConfig
 
@@ -118,17 +119,36 @@ class Sweep:
                 for beta in self._momenta for r in self.learning_rates
                 for s in self.weight_decays_or_radii for seed in self.seeds]
 
+    def check_scale(self, scale: float) -> None:
+        """Refuse a ``scale`` (ValueError) below which a log interval, or the whole run, would
+        shrink under one iteration: the clamped schedule would no longer be the sweep's, shrunk,
+        and every run would be a few steps long."""
+        from thermosgd.nn.config import TrainConfig
+
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"--scale must be positive, got {scale}")
+        log_every = self.train.get("log_every",
+                                   TrainConfig.__dataclass_fields__["log_every"].default)
+        shortest = min(log_every, self.iterations)  # iterations per log, or the whole run
+        if scale * shortest < 1 - 1e-9:
+            raise ValueError(f"--scale {scale:g} leaves less than one iteration per log "
+                             f"({shortest} iterations x scale); the smallest scale for sweep "
+                             f"{self.name!r} is {1 / shortest:.3g}")
+
     def _config(self, rate, value, seed, *, data, scale, device, check_data=True,
                 momentum=None):
         from thermosgd.nn.config import TrainConfig
 
         base = TrainConfig(protocol="fixed-lr", learning_rate=1.0, weight_decay=1.0)
-        opts = dict(self.train)
+        opts = dict(self.train) | {"iterations": self.iterations}
 
         def scaled(name, low):
-            return max(low, round(opts.get(name, getattr(base, name)) * scale))
+            value = opts.get(name, getattr(base, name))
+            if scale == 1 or isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                return value  # as given: TrainConfig names a wrong type or a count below 1
+            return max(low, round(value * scale))
 
-        opts.update(iterations=max(1, round(self.iterations * scale)),
+        opts.update(iterations=scaled("iterations", 1),
                     log_every=scaled("log_every", 1), queue_every=scaled("queue_every", 1),
                     log_linear_until=scaled("log_linear_until", 0))
         if momentum is not None:
@@ -229,8 +249,6 @@ def load_sweep(spec: str) -> Sweep:
 
 
 def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "grid") -> Sweep:
-    from thermosgd.nn.config import PAPER_WIDTH
-
     table = dict(table)
     protocol = table.pop("protocol", None)
     if protocol is None:
@@ -256,11 +274,20 @@ def sweep_from_dict(table: dict, *, default_name: str = "custom", where: str = "
             raise ValueError(f"{where}: {key} must be a positive integer, got {table[key]!r}")
     seeds = table.get("seeds", [0])
     if not (isinstance(seeds, (list, tuple)) and seeds
-            and all(_positive_int(s) or s == 0 for s in seeds)):
-        raise ValueError(f"{where}: seeds must be a list of integers >= 0, got {seeds!r}")
+            and all((_positive_int(s) or s == 0) and s < 2**63 for s in seeds)):
+        raise ValueError(f"{where}: seeds must be a list of integers in [0, 2^63), got {seeds!r}")
     if not isinstance(table.get("train", {}), dict):
         raise ValueError(f"{where}: train must be a table of training options, got "
                          f"{table['train']!r}")
+    try:
+        return _sweep_of_table(table, protocol, model, other_key, default_name, where)
+    except ValueError as err:  # the grid's own checks: say which file (or command line) it is
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _sweep_of_table(table, protocol, model, other_key, default_name, where) -> Sweep:
+    from thermosgd.nn.config import PAPER_WIDTH
+
     return Sweep(name=table.get("name", default_name), protocol=protocol, model=model,
                  width=table.get("width", PAPER_WIDTH.get(model, 8)),
                  dataset=table.get("dataset", "digits"),

@@ -11,12 +11,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from thermosgd.results import io as _io
 from thermosgd.results.lock import Busy
 
 from thermosgd.sweeps.directory import (
     _lock,
     claim_sweep_dir,
+    clear_failure,
     open_sweep_dir,
+    record_failures,
     run_dir,
     run_name,
     run_problem,
@@ -50,6 +53,7 @@ def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | 
                 continue
             held.append(lock)
             mine.append((config, out))
+            clear_failure(sweep_dir, out.name)
         try:
             if len(mine) == 1:
                 config, out = mine[0]
@@ -78,6 +82,8 @@ def run_group(configs, outs, *, sweep_dir: Path, dataset=None, max_batch: int | 
 def plan(sweep: Sweep, out: Path, *, data: str | None, scale: float, device: str,
          max_batch: int | None) -> list[list[int]]:
     """Check everything, then the groups of configuration indices still to train."""
+    if not (Path(out) / _io.MANIFEST).is_file():  # a sweep begun at its scale resumes at it
+        sweep.check_scale(scale)
     configs = sweep.configs(data=data, scale=scale, device=device)
     open_sweep_dir(out, sweep, scale)
     from thermosgd.nn.training import prepare
@@ -139,6 +145,7 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
                 results |= run_group(group_configs, outs, sweep_dir=out, dataset=dataset,
                                      progress=progress, **options)
                 bar.update(len(outs))
+            record_failures(out, results)
             return results
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -157,6 +164,7 @@ def run_local(sweep: Sweep, out: str | Path, *, data: str | None = None, dataset
                     results |= {o.name: {"status": "failed", "error": first}
                                 for o in pending[future]}
                 bar.update(len(pending[future]))
+    record_failures(out, results)
     return results
 
 
@@ -209,6 +217,11 @@ def check_local(sweep: Sweep, out: str | Path, *, data: str | None, scale: float
     plan(sweep, Path(out), data=data, scale=scale, device=device, max_batch=max_batch)
     configs = sweep.configs(data=data, scale=scale, device=device)
     return load_data(configs[0], resolve_device(device))
+
+
+def failed_runs(results: dict) -> list[str]:
+    """The runs whose training raised (a run's own error, or its worker died)."""
+    return [name for name, result in results.items() if result["status"] == "failed"]
 
 
 def describe_results(out, results: dict) -> str:

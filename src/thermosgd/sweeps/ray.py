@@ -105,6 +105,7 @@ def run_ray(sweep, out: str | Path, *, address: str | None = None, data: str | N
                         results[_dir.run_name(configs[i])] = {
                             "status": "failed", "error": str(err).splitlines()[0]}
                 bar.update(len(group))
+        _dir.record_failures(out, results)
         return results
     finally:
         if started:
