@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -312,3 +314,17 @@ def test_python_dash_m_runs_the_command(module):
     bad = subprocess.run([sys.executable, "-m", module, "simulate", "--steps", "-3"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.strip()
+
+
+@pytest.mark.parametrize("argv", [["sweep", "status", "{d}"], ["analyze", "{d}"],
+                                  ["report", "{d}"], ["plot", "{d}"], ["collect", "{d}"]])
+def test_refusing_a_non_result_imports_neither_torch_nor_the_analysis(tmp_path, argv):
+    """Commands that only read or refuse results answer at once: torch (about a second to
+    import) and the report's stack stay unloaded when the directory is not a result."""
+    code = ("import sys\nfrom thermosgd.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'numba') if m in sys.modules))")
+    args = [a.format(d=tmp_path / "nothing") for a in argv]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -31,11 +31,9 @@ def _sweep_summary(out, results) -> str:
 
 
 def _prepare(args):
-    """Validate everything the command needs; return the job to run. Raises ValueError."""
-    from thermosgd.isotropic import IsotropicConfig
-    from thermosgd.results import io as _io
-    from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
-
+    """Validate everything the command needs; return the job to run. Raises ValueError.
+    Each command imports what it needs only: one that reads or refuses results answers without
+    importing torch."""
     progress = not getattr(args, "no_progress", True)
     if args.command in ("analyze", "plot", "report"):
         return _prepare_results(args)
@@ -43,6 +41,10 @@ def _prepare(args):
         return _prepare_sweep(args, progress)
     if args.command == "train":
         return _prepare_train(args, progress)
+    from thermosgd.isotropic import IsotropicConfig
+    from thermosgd.results import io as _io
+    from thermosgd.reproduce import KIND, isotropic_configs, run_isotropic
+
     optimizer, momenta = _optimizer(args)
     if args.command == "simulate":
         configs = [IsotropicConfig(
@@ -188,6 +190,9 @@ def _prepare_sweep(args, progress):
 def _prepare_results(args):
     """analyze, plot, report: DIR is a sweep, an isotropic output or a folder of them. The
     analysis runs here, so that bad input exits 2 before anything is written."""
+    from thermosgd.results.locate import locate
+
+    locate(args.dir)  # not a result: refused before the analysis stack is imported
     from thermosgd.report import build as results  # analyse, plot, report any result
 
     bootstrap = getattr(args, "bootstrap", 0)

@@ -9,12 +9,13 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from thermosgd._version import __version__
 from thermosgd.results.schema import LOCK_FILE, MANIFEST, READABLE_SCHEMAS, SCHEMA_VERSION
 
+if TYPE_CHECKING:  # the readers and refusals answer without importing pandas
+    import pandas as pd
 
 
 def git_revision() -> str:
