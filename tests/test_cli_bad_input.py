@@ -349,3 +349,22 @@ def test_parser_errors_are_one_line(argv, words):
     code, _, err = _cli(argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "usage" not in err, err
     assert all(w in err for w in words), err
+
+
+def test_a_toml_that_is_not_utf8_is_named(tmp_path):
+    spec = tmp_path / "grid.toml"
+    spec.write_bytes(b'name = "x\xff"\n')
+    code, _, err = _cli(["sweep", "run", spec, "--out", tmp_path / "S"])
+    assert code == 2 and "grid.toml is not UTF-8" in err and "Traceback" not in err
+    assert not (tmp_path / "S").exists()
+
+
+def test_a_result_without_its_manifest_is_told_so(tmp_path):
+    """A sweep directory whose thermosgd.json was deleted is not called a stranger's."""
+    out = tmp_path / "D"
+    (out / "runs").mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    code, _, err = _cli(["simulate", "--protocol", "fixed-lr", "--lr", "0.1", "--wd", "0.01",
+                         "--out", out])
+    assert code == 2 and "not their manifest thermosgd.json" in err
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "runs"]

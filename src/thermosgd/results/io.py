@@ -97,6 +97,11 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+# names that only a thermosgd output holds (run, sweep, isotropic and monitor directories)
+_OUR_NAMES = {"config.json", "summary.json", "metrics", "metrics.parquet", "runs",
+              "checkpoint.pt", "stationary.csv", "analysis.json", "sweep.toml"}
+
+
 def check_output_dir(path: Path, kind: str) -> None:
     """Refuse an output directory that holds anything but a previous thermosgd ``kind`` output.
 
@@ -109,6 +114,12 @@ def check_output_dir(path: Path, kind: str) -> None:
         return  # new, empty, or left by a process killed before it wrote anything
     manifest = path / MANIFEST
     if not manifest.is_file():
+        ours = sorted(p.name for p in path.iterdir() if p.name in _OUR_NAMES)
+        if ours:  # thermosgd's files without their manifest: say so, never overwrite them
+            raise ValueError(
+                f"output directory {path} holds thermosgd files ({', '.join(ours[:3])}) but "
+                f"not their manifest {MANIFEST}, which marks what wrote them (deleted?); "
+                "restore it, or choose a new or empty directory")
         raise ValueError(
             f"output directory {path} is not empty and was not written by thermosgd; "
             "choose a new or empty directory"

@@ -242,7 +242,10 @@ def load_sweep(spec: str) -> Sweep:
     if not path.is_file():
         raise ValueError(f"sweep file {path} does not exist")
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:  # TOML is UTF-8 by its specification
+        raise ValueError(f"sweep file {path} is not UTF-8 text (byte {err.start}: "
+                         f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"sweep file {path} is not valid TOML: {err}") from None
     return sweep_from_dict(table, default_name=path.stem, where=str(path))
