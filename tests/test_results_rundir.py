@@ -113,6 +113,19 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, finished,
     assert rundir.load_checkpoint(out)["iteration"] == 60  # a good one again
 
 
+def test_a_finished_run_with_a_damaged_checkpoint_reads_back_without_a_resume(
+        tmp_path, finished, capsys, caplog):
+    """A finished run resumes nothing: its damaged checkpoint is neither loaded nor reported as
+    a resume; the run reads back from its metrics."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint" * 50)
+    with caplog.at_level(logging.WARNING, logger="thermosgd"):
+        assert _train(out) == 0
+    assert "finished 60 iterations" in capsys.readouterr().out
+    assert "resuming" not in caplog.text
+
+
 def test_two_damaged_checkpoints_are_named_and_nothing_is_touched(tmp_path, finished, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)

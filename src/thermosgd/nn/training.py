@@ -66,7 +66,7 @@ def prepare(config: TrainConfig, out: Path | None, *, checkpoint: bool = False) 
             raise ValueError(f"{out} holds a run with another configuration ({', '.join(diff)}; "
                              f"recorded in {where.name}); use a new --out, or the original "
                              "options to resume it")
-    if checkpoint:
+    if checkpoint and read_finished(out) is None:  # a finished run resumes nothing
         rundir.load_checkpoint(out, config)
 
 
