@@ -1,7 +1,7 @@
 """Cost of finding a model's scale-invariant groups, against one plain training step.
 
 The model is torchvision's ResNet-18 (7x7 stride-2 stem, max-pool, BasicBlocks with BatchNorm
-after every convolution, 1x1 BatchNorm-ed downsampling, 10 classes), built here without
+after every convolution, 1x1 BatchNorm-ed downsampling, 10 classes), built in _resnet.py without
 torchvision: 4800 BatchNorm-fed channels, each a group. At 32x32 and batch 16 on the CPU, one
 plain step (forward, backward, SGD step) is the yardstick. Discovery is what the Monitor does
 on the first optimizer step: the structural groups from the recorded forward pass, then the
@@ -24,51 +24,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from _resnet import ResNet18
 
 from thermosgd.monitor import groups as _groups
 from thermosgd.monitor import scaling as _scaling
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, c_in, c_out, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet18(nn.Module):
-    """torchvision.models.resnet18's layout and initialization (kaiming normal, fan out)."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        blocks, c_in = [], 64
-        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
-            c_in = c_out
-        self.layers = nn.Sequential(*blocks)
-        self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(x), 1), 1))
 
 
 def _clocks(fn):
@@ -86,7 +46,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ResNet18()
+    model = ResNet18(stem="imagenet")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
 

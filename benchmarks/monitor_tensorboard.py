@@ -3,7 +3,7 @@ time to write them, against the training step.
 
 The model is torchvision's ResNet-18 layout at CIFAR size (3x3 stem, no max-pool, BasicBlocks
 of 64-512 channels, BatchNorm after every conv, the 1x1 projection shortcuts with their own
-BatchNorm), built here: 20 conv weights split into 4800 per-channel groups, and the fc matrix.
+BatchNorm), built in _resnet.py: 20 conv weights split into 4800 per-channel groups, and the fc matrix.
 One process trains it on random tensors of CIFAR's shape (batch 16, SGD momentum 0.9, weight
 decay 5e-4; speed does not depend on pixel values) with a Monitor at ``--every`` that hands its
 rows to a capturing sink; the unmonitored step is timed apart. Each TensorBoard mode then writes
@@ -28,49 +28,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from _resnet import ResNet18
 
 import thermosgd
 from thermosgd.monitor.sinks import SCALARS, TensorBoardSink, _scalars
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet18(nn.Module):
-    """torchvision.models.resnet18's layers with a CIFAR stem (3x3 conv, no max-pool)."""
-
-    def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        stages, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages.append(nn.Sequential(BasicBlock(cin, cout, stride),
-                                        BasicBlock(cout, cout, 1)))
-            cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean((2, 3)))
 
 
 class PerTag:
@@ -125,7 +87,7 @@ def main(argv=None):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(256, 3, 32, 32, generator=gen), torch.randint(0, 10, (256,), generator=gen)
-    model = ResNet18()
+    model = ResNet18(stem="cifar")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
     def step():
