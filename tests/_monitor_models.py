@@ -1,5 +1,6 @@
 """Small models the monitor's tests share."""
 
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -14,3 +15,15 @@ class BnNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.bn(self.fc(x)))
+
+
+class LossBnNet(nn.Module):
+    """BnNet that returns its loss as a Hugging Face model does: {"loss", "logits"}."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = BnNet()
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}

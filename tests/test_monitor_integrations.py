@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _monitor_models import BnNet
+from _monitor_models import BnNet, LossBnNet
 from torch import nn
 
 from thermosgd.monitor.api import Monitor
@@ -51,16 +51,6 @@ def _logged_steps(out) -> list[int]:
 
 # ---- Hugging Face ----------------------------------------------------------------------------
 
-class _HFModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = BnNet()
-
-    def forward(self, x, labels=None):
-        logits = self.net(x)
-        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
-
-
 class _Items(torch.utils.data.Dataset):
     """64 examples; reading more than ``fail_after`` of them raises (a broken shard)."""
 
@@ -86,7 +76,7 @@ def _hf_trainer(tmp_path, data, callbacks, max_steps=8, **options):
                     optim="sgd", report_to=[], save_strategy="no", logging_strategy="no",
                     use_cpu=True, lr_scheduler_type="constant", seed=0) | options
     args = transformers.TrainingArguments(**settings)
-    return transformers.Trainer(model=_HFModel(), args=args, train_dataset=data,
+    return transformers.Trainer(model=LossBnNet(), args=args, train_dataset=data,
                                 callbacks=callbacks)
 
 

@@ -7,8 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _monitor_models import BnNet
-from torch import nn
+from _monitor_models import BnNet, LossBnNet
 
 from thermosgd.monitor.api import Monitor
 from thermosgd.results import monitordir
@@ -97,15 +96,6 @@ def test_huggingface_callback(tmp_path):
     pytest.importorskip("accelerate")
     from thermosgd.monitor.huggingface import MonitorCallback
 
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = BnNet()
-
-        def forward(self, x, labels=None):
-            logits = self.net(x)
-            return {"loss": F.cross_entropy(logits, labels), "logits": logits}
-
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 5, generator=gen), torch.randint(0, 2, (64,), generator=gen)
     data = [{"x": a, "labels": b} for a, b in zip(x, y)]
@@ -116,7 +106,7 @@ def test_huggingface_callback(tmp_path):
             output_dir=str(tmp_path / "hf"), max_steps=8, per_device_train_batch_size=16,
             learning_rate=0.1, weight_decay=1e-3, optim="sgd", report_to=[], save_strategy="no",
             logging_strategy="no", use_cpu=True, lr_scheduler_type="constant")
-        trainer = transformers.Trainer(model=Model(), args=args, train_dataset=data,
+        trainer = transformers.Trainer(model=LossBnNet(), args=args, train_dataset=data,
                                        callbacks=[callback])
         trainer.train()
     mon = callback.monitor
